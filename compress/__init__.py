@@ -1,0 +1,1 @@
+"""compress: structural re-parameterization and channel pruning (later issue)."""

@@ -1,0 +1,1 @@
+"""distill: the teacher zoo, pretrained-weight loading and (later) the distillation trainer."""

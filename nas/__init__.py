@@ -1,0 +1,1 @@
+"""nas: differentiable architecture search engine (issue 3)."""

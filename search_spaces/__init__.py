@@ -1,0 +1,1 @@
+"""search_spaces: cell- and network-level SR search spaces, genotypes and derived networks."""

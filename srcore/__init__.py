@@ -1,0 +1,1 @@
+"""srcore: what every srnas stage shares (images, degradations, metrics, data, configs, checkpoints, costs)."""

@@ -1,0 +1,184 @@
+"""Typed experiment configs: YAML (yaml.safe_load) into nested dataclasses, with strict checking.
+
+* Unknown keys are errors naming the file and the dotted key; so are values of the wrong type.
+* `--set a.b=value` overrides are applied to the loaded mapping before it is typed; the value is parsed
+  as YAML (`--set train.lr=3e-4`, `--set data.scales=[2,4]`, `--set model.genotype=null`).
+* Nothing is mutated in place: `load_config` builds a new object; `to_dict` gives a plain mapping to store
+  in checkpoints and `from_dict` rebuilds the same config from it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+T = TypeVar("T")
+
+
+class ConfigError(ValueError):
+    """A config file, preset or override that does not fit the config's dataclass."""
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(tp: Any, value: Any, where: str) -> Any:
+    """Check (and lightly convert: int -> float, list -> tuple) `value` against annotation `tp`."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for a in args:
+            if a is type(None):
+                continue
+            try:
+                return _coerce(a, value, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(errors[0] if len(errors) == 1 else
+                          f"{where}: {value!r} is none of {', '.join(_type_name(a) for a in args)}")
+    if tp is Any:
+        return value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
+        return _build(tp, value, where)
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(args) != len(value):
+                raise ConfigError(f"{where}: expected {len(args)} items, got {len(value)}")
+            return tuple(_coerce(a, v, f"{where}[{i}]") for i, (a, v) in enumerate(zip(args, value, strict=True)))
+        item = args[0] if args else Any
+        items = [_coerce(item, v, f"{where}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+        return dict(value)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected a string, got {value!r}")
+        return value
+    if typing.get_origin(tp) is typing.Literal:
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{where}: expected one of {list(typing.get_args(tp))}, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported annotation {tp!r}")
+
+
+def _build(cls: type[T], data: dict, where: str) -> T:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = [k for k in data if k not in fields]
+    if unknown:
+        prefix = f"{where}." if where and not where.endswith(":") else where
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(fields)})")
+    kwargs = {}
+    for name, value in data.items():
+        sub = f"{where}.{name}" if where and not where.endswith(":") else f"{where}{name}"
+        kwargs[name] = _coerce(hints[name], value, sub)
+    missing = [n for n, f in fields.items() if n not in kwargs and f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING]
+    if missing:
+        sep = "." if where and not where.endswith(":") else ""
+        raise ConfigError(f"{where}{sep}{missing[0]}: required key is missing")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where} {e}") from None
+
+
+def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
+    """Return a copy of `data` with each `a.b.c=value` set (value parsed as YAML)."""
+    import copy
+
+    out = copy.deepcopy(data)
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key.path=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({e})") from None
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p, {}), dict):
+                raise ConfigError(f"--set {key}: {p} is not a section")
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def from_dict(cls: type[T], data: dict, source: str = "config") -> T:
+    return _build(cls, data, f"{source}:")
+
+
+def to_dict(cfg: Any) -> dict:
+    d = dataclasses.asdict(cfg)
+
+    def plain(v):
+        if isinstance(v, tuple):
+            return [plain(x) for x in v]
+        if isinstance(v, list):
+            return [plain(x) for x in v]
+        if isinstance(v, dict):
+            return {k: plain(x) for k, x in v.items()}
+        return v
+
+    return plain(d)
+
+
+def resolve_preset(config: str | Path, preset_dir: Path) -> Path:
+    """A path to a YAML file, or the name of a preset `preset_dir/<name>.yaml`."""
+    p = Path(config)
+    if p.suffix in (".yaml", ".yml") or p.exists():
+        if not p.is_file():
+            raise ConfigError(f"{p}: no such config file")
+        return p
+    cand = preset_dir / f"{config}.yaml"
+    if not cand.is_file():
+        known = sorted(q.stem for q in preset_dir.glob("*.yaml"))
+        raise ConfigError(f"{config!r} is neither a YAML file nor a preset in {preset_dir} "
+                          f"(presets: {', '.join(known)})")
+    return cand
+
+
+def load_config(cls: type[T], config: str | Path, overrides: list[str] | tuple[str, ...] = (),
+                preset_dir: Path | None = None) -> T:
+    """Read a YAML file (or preset name), apply `--set` overrides, and type it into `cls`."""
+    path = resolve_preset(config, preset_dir) if preset_dir is not None else Path(config)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return from_dict(cls, apply_overrides(data, overrides), str(path))

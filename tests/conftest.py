@@ -1,0 +1,21 @@
+"""Shared test helpers: where ../shared is, and skip-or-fail when it is absent."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("SRNAS_SHARED", REPO.parent / "shared"))
+
+
+def require_shared(*parts: str) -> Path:
+    """The path SHARED/parts...; skips the test on a laptop without it, fails under CI=true."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        msg = f"{path} not found (set SRNAS_SHARED to the folder holding data/ and teachers/)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(msg)
+        pytest.skip(msg)
+    return path

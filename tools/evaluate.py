@@ -1,0 +1,146 @@
+#!/usr/bin/env python
+"""Score a network (or the bicubic baseline) on SR benchmark folders: PSNR/SSIM on Y and RGB.
+
+Examples:
+  python tools/evaluate.py --arch imdn --weights ../shared/teachers/imdn_x2.pth --scale 2 \
+      --data ../shared/data/Set5 ../shared/data/Set14 --json out.json
+  python tools/evaluate.py --genotype dlsr_x2 --weights ../shared/teachers/dlsr_x2.pth --scale 2 \
+      --data ../shared/data/Set5
+  python tools/evaluate.py --checkpoint runs/train/best.pt --data ../shared/data/Set5
+  python tools/evaluate.py --arch bicubic --scale 4 --data ../shared/data/B100
+  python tools/evaluate.py --arch bicubic --scale 2 --data builtin      # no download needed
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+from common import console, progress, run_cli, setup_logging
+from rich.table import Table
+
+from distill import zoo
+from srcore.checkpoint import load_strict, read_state_dict
+from srcore.data import BenchmarkSet, check_scale
+from srcore.evaluation import evaluate_bicubic, evaluate_model
+from srcore.imageio import write_png
+from srcore.modelspec import load_checkpoint_model, spec_scale
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--arch", help=f"zoo architecture or 'bicubic' ({', '.join(zoo.list_models())})")
+    what.add_argument("--genotype", help="named genotype (e.g. dlsr_x2) or genotype YAML file")
+    what.add_argument("--checkpoint", help="srnas checkpoint (carries its network spec and scale)")
+    p.add_argument("--weights", help="published weight file for --arch/--genotype")
+    p.add_argument("--scale", type=int, help="2, 3 or 4 (taken from the checkpoint/genotype if omitted)")
+    p.add_argument("--data", nargs="+", required=True,
+                   help="benchmark folders (HR/ + LR_bicubic/X{s}/, DIV2K layout, or HR-only), or 'builtin'")
+    p.add_argument("--self-ensemble", action="store_true", help="x8 geometric self-ensemble")
+    p.add_argument("--tile", type=int, default=0, help="LR tile size for large images (0: whole image)")
+    p.add_argument("--tile-overlap", type=int, default=16, help="LR pixels of overlap around each tile")
+    p.add_argument("--round-y", action="store_true", help="round Y to 8 bits before scoring (some MATLAB scripts)")
+    p.add_argument("--bicubic-source", choices=("hr-y", "lr"), default="hr-y",
+                   help="bicubic baseline: 'hr-y' = the published Y-channel protocol, 'lr' = upsample the RGB LR files")
+    p.add_argument("--save-images", type=Path, help="write SR images to DIR/<dataset>/x<s>/<name>.png")
+    p.add_argument("--json", type=Path, help="write results (per set and per image) to this JSON file")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    return p.parse_args(argv)
+
+
+def build(args) -> tuple[torch.nn.Module | None, int, str]:
+    """The network (None for bicubic), its scale and a label."""
+    if args.checkpoint:
+        model, ckpt = load_checkpoint_model(args.checkpoint, args.device)
+        scale = spec_scale(ckpt["spec"])
+        if args.scale and args.scale != scale:
+            raise ValueError(f"--scale {args.scale} but {args.checkpoint} holds a x{scale} network")
+        return model, scale, str(args.checkpoint)
+    if args.genotype:
+        from search_spaces.genotype import load_genotype
+        from search_spaces.network import build_network
+
+        g = load_genotype(args.genotype)
+        if args.scale and args.scale != g.scale:
+            raise ValueError(f"--scale {args.scale} but genotype {args.genotype} is for x{g.scale}")
+        model = build_network(g)
+        if not args.weights:
+            raise ValueError("--genotype needs --weights (or evaluate a trained --checkpoint)")
+        load_strict(model, read_state_dict(args.weights), str(args.weights))
+        return model.eval().to(args.device), g.scale, f"genotype {args.genotype}"
+    if not args.scale:
+        raise ValueError("--scale is required with --arch")
+    check_scale(args.scale)
+    if args.arch == "bicubic":
+        return None, args.scale, f"bicubic ({args.bicubic_source})"
+    if not args.weights:
+        raise ValueError(f"--arch {args.arch} needs --weights FILE")
+    from distill.pretrained import load_pretrained
+
+    return load_pretrained(args.arch, args.weights, args.scale, args.device), args.scale, args.arch
+
+
+def fmt(v: float, nd: int) -> str:
+    return "-" if math.isnan(v) else f"{v:.{nd}f}"
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    log = setup_logging()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model, scale, label = build(args)
+    sets = [BenchmarkSet(d, scale) for d in args.data]
+    results = []
+    for ds in sets:
+        on_image = None
+        if args.save_images:
+            out_dir = args.save_images / ds.name / f"x{scale}"
+
+            def on_image(sample, sr, out_dir=out_dir):
+                write_png(out_dir / f"{sample.name}.png", sr)
+
+        t0 = time.perf_counter()
+        if model is None:
+            res = evaluate_bicubic(ds, source=args.bicubic_source, round_y=args.round_y, on_image=on_image)
+        else:
+            with progress() as prog:
+                task = prog.add_task(f"{ds.name} x{scale}", total=len(ds))
+
+                def tick(it, prog=prog, task=task):
+                    for x in it:
+                        yield x
+                        prog.advance(task)
+
+                res = evaluate_model(model, ds, device=args.device, self_ensemble=args.self_ensemble,
+                                     tile=args.tile, overlap=args.tile_overlap, round_y=args.round_y,
+                                     on_image=on_image, progress=tick)
+        log.info(f"{ds.name} x{scale}: PSNR-Y {res.psnr_y:.3f} dB, SSIM-Y {res.ssim_y:.4f} "
+                 f"({len(ds)} images, {time.perf_counter() - t0:.1f} s)")
+        results.append(res)
+
+    table = Table(title=f"{label}  x{scale}" + ("  (self-ensemble x8)" if args.self_ensemble else ""))
+    for col in ("dataset", "images", "PSNR-Y", "SSIM-Y", "PSNR-RGB", "SSIM-RGB"):
+        table.add_column(col, justify="left" if col == "dataset" else "right")
+    for r in results:
+        table.add_row(r.dataset, str(r.n_images), fmt(r.psnr_y, 3), fmt(r.ssim_y, 4), fmt(r.psnr_rgb, 3),
+                      fmt(r.ssim_rgb, 4))
+    console.print(table)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {"model": label, "scale": scale, "self_ensemble": args.self_ensemble, "tile": args.tile,
+                   "round_y": args.round_y, "results": [r.as_dict() for r in results]}
+        if model is None:
+            payload["bicubic_source"] = args.bicubic_source
+        args.json.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
+        log.info(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
