@@ -2,8 +2,11 @@
 
 * The whole LR image goes through the network in one pass (or in overlapping tiles with `tile`).
 * `self_ensemble` averages the 8 dihedral transforms (EDSR's "+" results).
-* Gray images (Set14's `bridge`): the gray LR is fed as three equal channels and the SR output is turned
-  back to gray with BT.601 luma (0.299 R + 0.587 G + 0.114 B), then scored on gray values.
+* Gray images (Set14's `bridge`): the gray LR is fed as three equal channels. gray="luma" (default) turns
+  the SR output back to gray with BT.601 luma (0.299 R + 0.587 G + 0.114 B) and scores gray values, as the
+  MATLAB scripts behind the published bicubic tables do; gray="rgb" expands the ground truth to three
+  channels and scores Y like a colour image, as the Python test scripts of EDSR/BasicSR-era papers do
+  (Set14 means come out about 0.1 dB higher that way, because Y compresses the gray range by 219/255).
 * `bicubic_protocol`: the published "Bicubic" rows (SRCNN, A+, VDSR, ...) were made on the Y channel:
   Y of the 8-bit HR rounded to 8 bits, MATLAB bicubic down and up in double precision, SR rounded to 8
   bits, scored on Y. On Set5/Set14/B100 this reproduces the published numbers within 0.01 dB; upsampling
@@ -71,6 +74,9 @@ def super_resolve(model: nn.Module, lq: torch.Tensor, scale: int, *, self_ensemb
     return acc / 8
 
 
+GRAY_MODES = ("luma", "rgb")
+
+
 def sr_to_uint8(sr: torch.Tensor, gray: bool) -> np.ndarray:
     """Network output (1, 3, H, W) -> uint8 (H, W, 3), or (H, W) BT.601 luma for gray ground truth."""
     if gray:
@@ -108,24 +114,35 @@ def summarize(dataset: str, scale: int, rows: list[dict]) -> SetResult:
 
 def evaluate_model(model: nn.Module, dataset: BenchmarkSet, *, device: str | torch.device = "cpu",
                    self_ensemble: bool = False, tile: int = 0, overlap: int = 16, round_y: bool = False,
-                   on_image: Callable[[Sample, np.ndarray], None] | None = None,
+                   gray_mode: str = "luma", on_image: Callable[[Sample, np.ndarray], None] | None = None,
                    progress: Callable[[Iterable], Iterable] | None = None) -> SetResult:
     """Score `model` (RGB [0,1] in and out) on every image of `dataset`.
 
     `on_image(sample, sr_uint8)` is called per image (e.g. to save it); `progress` wraps the iterator.
     """
+    _check_gray_mode(gray_mode)
     model.eval()
     rows = []
     it: Iterable[Sample] = progress(dataset) if progress else dataset
     for sample in it:
-        gray = sample.gt.ndim == 2
+        gt = _gray_as(sample.gt, gray_mode)
         lq = to_tensor(sample.lq, channels=3)[None].to(device)
         sr = sr_to_uint8(super_resolve(model, lq, dataset.scale, self_ensemble=self_ensemble,
-                                       tile=tile, overlap=overlap), gray)
+                                       tile=tile, overlap=overlap), gt.ndim == 2)
         if on_image:
             on_image(sample, sr)
-        rows.append(score(sr, sample.gt, dataset.scale, sample.name, round_y))
+        rows.append(score(sr, gt, dataset.scale, sample.name, round_y))
     return summarize(dataset.name, dataset.scale, rows)
+
+
+def _check_gray_mode(gray_mode: str) -> None:
+    if gray_mode not in GRAY_MODES:
+        raise ValueError(f"gray_mode must be one of {list(GRAY_MODES)}, got {gray_mode!r}")
+
+
+def _gray_as(img: np.ndarray, gray_mode: str) -> np.ndarray:
+    """A gray image as scored: itself ("luma") or expanded to three equal channels ("rgb")."""
+    return np.repeat(img[:, :, None], 3, axis=2) if img.ndim == 2 and gray_mode == "rgb" else img
 
 
 def bicubic_upsample(lq: np.ndarray, scale: int) -> np.ndarray:
@@ -135,21 +152,24 @@ def bicubic_upsample(lq: np.ndarray, scale: int) -> np.ndarray:
 
 
 def evaluate_bicubic(dataset: BenchmarkSet, *, source: str = "hr-y", round_y: bool = False,
+                     gray_mode: str = "luma",
                      on_image: Callable[[Sample, np.ndarray], None] | None = None) -> SetResult:
     """The bicubic baseline. source="hr-y" is the published protocol (see the module docstring; only Y
     metrics are defined, RGB fields are NaN); source="lr" upsamples the set's RGB LR images."""
     if source not in ("hr-y", "lr"):
         raise ValueError(f"bicubic source must be 'hr-y' or 'lr', got {source!r}")
+    _check_gray_mode(gray_mode)
     s = dataset.scale
     rows = []
     for sample in dataset:
+        gt = _gray_as(sample.gt, gray_mode)
         if source == "lr":
-            sr = bicubic_upsample(sample.lq, s)
+            sr = bicubic_upsample(_gray_as(sample.lq, gray_mode), s)
             if on_image:
                 on_image(sample, sr)
-            rows.append(score(sr, sample.gt, s, sample.name, round_y))
+            rows.append(score(sr, gt, s, sample.name, round_y))
             continue
-        gt = modcrop(sample.gt, s)
+        gt = modcrop(gt, s)
         y = np.floor((rgb_to_y(gt) if gt.ndim == 3 else gt.astype(np.float64)) + 0.5).astype(np.uint8)
         y_lq = imresize(y.astype(np.float64), 1.0 / s)
         y_sr = np.clip(np.floor(imresize(y_lq, float(s)) + 0.5), 0, 255).astype(np.uint8)

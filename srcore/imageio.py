@@ -3,7 +3,8 @@
 `read_image` returns the file's pixels as a numpy array in its native integer type (uint8 or uint16),
 (H, W) for gray and (H, W, 3) for colour, so the MATLAB degradation can run on the exact 8-bit values.
 `to_tensor` turns such an array into a float32 (C, H, W) tensor in [0, 1]. An alpha channel is dropped
-with a warning; palette images are expanded by the decoder.
+with a warning; palette images are expanded by the decoder. Decoding and encoding go through OpenCV
+(as in BasicSR), which keeps 16-bit colour PNG/TIFF values that Pillow would truncate to 8 bits.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import os
 import warnings
 from pathlib import Path
 
-import imageio.v3 as iio
+import cv2
 import numpy as np
 import torch
 
@@ -26,18 +27,34 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return str(path).lower().endswith(IMAGE_EXTENSIONS)
 
 
+def _png_colour_type(data: np.ndarray) -> int | None:
+    """The IHDR colour type of PNG bytes (0 gray, 2 RGB, 3 palette, 4 gray+alpha, 6 RGBA), else None."""
+    if data.size > 25 and bytes(data[:8]) == b"\x89PNG\r\n\x1a\n":
+        return int(data[25])
+    return None
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read an 8- or 16-bit gray/RGB/RGBA image as uint8/uint16 (H, W) or (H, W, 3)."""
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such image file")
     try:
-        img = iio.imread(path)
-    except Exception as e:  # the decoders raise many types; report one clear error
-        raise ImageReadError(f"{path}: unreadable image ({type(e).__name__}: {e})") from None
-    img = np.asarray(img)
-    if img.dtype == bool:
-        img = img.astype(np.uint8) * 255
+        data = np.fromfile(path, dtype=np.uint8)
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        if img is not None and path.suffix.lower() in (".tif", ".tiff"):
+            ok, pages = cv2.imdecodemulti(data, cv2.IMREAD_UNCHANGED)
+            if ok and len(pages) > 1:
+                raise ImageReadError(f"{path}: multi-page TIFF with {len(pages)} pages; one image per file expected")
+    except (OSError, cv2.error) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else "no details"
+        raise ImageReadError(f"{path}: unreadable image ({type(e).__name__}: {first})") from None
+    if img is None:
+        raise ImageReadError(f"{path}: unreadable image (not a PNG/JPEG/BMP/TIFF file the decoder understands)")
+    if img.ndim == 3 and img.shape[2] in (3, 4):  # OpenCV gives BGR(A)
+        img = img[:, :, [2, 1, 0] + ([3] if img.shape[2] == 4 else [])]
+    if img.ndim == 3 and img.shape[2] == 4 and _png_colour_type(data) == 4:  # gray + alpha, expanded by OpenCV
+        img = img[:, :, [0, 3]]
     if img.dtype not in (np.uint8, np.uint16):
         raise ImageReadError(f"{path}: unsupported pixel type {img.dtype} (expected 8- or 16-bit integers)")
     if img.ndim == 3 and img.shape[2] == 1:
@@ -89,4 +106,11 @@ def write_png(path: str | os.PathLike, img: np.ndarray) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if img.dtype not in (np.uint8, np.uint16):
         raise ValueError(f"write_png: expected uint8 or uint16 pixels for {path}, got {img.dtype}")
-    iio.imwrite(path, img, extension=".png")
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (1, 3))):
+        raise ValueError(f"write_png: expected an (H, W) or (H, W, 3) image for {path}, got shape {img.shape}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    ok, buf = cv2.imencode(".png", img[:, :, ::-1] if img.ndim == 3 else img)  # OpenCV expects BGR
+    if not ok:
+        raise ValueError(f"write_png: could not encode {path}")
+    buf.tofile(path)

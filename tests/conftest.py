@@ -6,6 +6,11 @@ from pathlib import Path
 
 import pytest
 
+# One BLAS/OpenMP thread per test process: the suite runs on 2 cores, some tests start several processes,
+# and oversubscribed threads made it 3x slower there. Set before torch starts its thread pools.
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SRNAS_SHARED", REPO.parent / "shared"))
 

@@ -46,6 +46,8 @@ def parse_args(argv):
     p.add_argument("--round-y", action="store_true", help="round Y to 8 bits before scoring (some MATLAB scripts)")
     p.add_argument("--bicubic-source", choices=("hr-y", "lr"), default="hr-y",
                    help="bicubic baseline: 'hr-y' = the published Y-channel protocol, 'lr' = upsample the RGB LR files")
+    p.add_argument("--gray", choices=("luma", "rgb"), default="luma",
+                   help="gray images: score gray values (luma, MATLAB tables) or as 3-channel Y (rgb, python scripts)")
     p.add_argument("--save-images", type=Path, help="write SR images to DIR/<dataset>/x<s>/<name>.png")
     p.add_argument("--json", type=Path, help="write results (per set and per image) to this JSON file")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -107,7 +109,8 @@ def main(argv=None) -> int:
 
         t0 = time.perf_counter()
         if model is None:
-            res = evaluate_bicubic(ds, source=args.bicubic_source, round_y=args.round_y, on_image=on_image)
+            res = evaluate_bicubic(ds, source=args.bicubic_source, round_y=args.round_y,
+                                       gray_mode=args.gray, on_image=on_image)
         else:
             with progress() as prog:
                 task = prog.add_task(f"{ds.name} x{scale}", total=len(ds))
@@ -119,7 +122,7 @@ def main(argv=None) -> int:
 
                 res = evaluate_model(model, ds, device=args.device, self_ensemble=args.self_ensemble,
                                      tile=args.tile, overlap=args.tile_overlap, round_y=args.round_y,
-                                     on_image=on_image, progress=tick)
+                                     gray_mode=args.gray, on_image=on_image, progress=tick)
         log.info(f"{ds.name} x{scale}: PSNR-Y {res.psnr_y:.3f} dB, SSIM-Y {res.ssim_y:.4f} "
                  f"({len(ds)} images, {time.perf_counter() - t0:.1f} s)")
         results.append(res)
@@ -134,7 +137,7 @@ def main(argv=None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"model": label, "scale": scale, "self_ensemble": args.self_ensemble, "tile": args.tile,
-                   "round_y": args.round_y, "results": [r.as_dict() for r in results]}
+                   "round_y": args.round_y, "gray": args.gray, "results": [r.as_dict() for r in results]}
         if model is None:
             payload["bicubic_source"] = args.bicubic_source
         args.json.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")

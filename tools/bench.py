@@ -1,0 +1,447 @@
+#!/usr/bin/env python
+"""Benchmarks: what the teacher models cost, and how fast the NAS engine steps on this machine.
+
+Each subcommand prints a table, writes a JSON file (`--json`, default docs/bench/<subcommand>.json) and
+rewrites its own section of docs/benchmarks.md (`--doc`; between `<!-- bench:NAME -->` and
+`<!-- /bench:NAME -->`, other sections untouched). Both record the machine: CPU model, cores, torch
+version, threads, load average and date. Timings on a shared machine are only indicative: run on a
+quiet one (the load average is recorded to tell).
+
+  models       for every zoo model with official weights (../shared/teachers/PROVENANCE.md) at each of its
+               released scales, plus genotype:dlsr_x2: params, MACs/FLOPs and conv activations for one
+               1x3x256x256 LR input (the NTIRE efficient-SR convention), peak forward memory, CPU latency
+               (median after warm-up) and, with --device cuda, CUDA-event latency. Networks are randomly
+               initialised: none of these figures depends on the weight values.
+  search-step  seconds per weight step and per arch step and the peak memory of the NAS engine
+               (`nas.search.step_timing`), the FLOPs of one weight step (forward + backward of the
+               supernet, counted) and a fp32 matmul timed on the same threads as the machine's reference
+               GFLOP/s, compared with issue #3's figures for the released DLSR supernet on this CPU.
+
+Examples:
+  python tools/bench.py models                                   # everything, 256x256 LR, 2 threads
+  python tools/bench.py models --models rlfn_s,genotype:dlsr_x2 --scale 2 --repeats 10
+  python tools/bench.py models --device cuda
+  python tools/bench.py search-step --space dlsr --batch 4 --lr-patch 48      # issue #3's setting
+  python tools/bench.py search-step --space dlsr --batch 4 --lr-patch 48 --partial-channels 4
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+from common import REPO, console, progress, run_cli, setup_logging
+from rich.console import Console
+from rich.table import Table
+
+from distill import zoo
+from srcore.cost import latency, measure_cost
+
+DOC = REPO / "docs" / "benchmarks.md"
+JSON_DIR = REPO / "docs" / "bench"
+
+# Zoo architectures with official weights in ../shared/teachers (see PROVENANCE.md) and the scales those
+# weights exist for; "genotype:NAME" is a shipped genotype built by search_spaces.network.
+OFFICIAL_MODELS: dict[str, tuple[int, ...]] = {
+    "imdn": (2, 4), "imdn_aim19": (4,), "rfdn": (4,), "rlfn": (2, 4), "rlfn_s": (2, 4), "pan": (2, 4),
+    "carn_m": (2, 3, 4), "a2n": (2,), "genotype:dlsr_x2": (2,),
+}
+
+# Given figures (not measured here): the released DLSR supernet on this project's CPU, as reported in
+# issue #3. Setting: batch 4, LR patch 48x48, x2, 6 cells, C = 48, first-order arch step on the
+# train + val loss.
+ISSUE3_REFERENCE = {
+    "source": "issue #3 (given figures for the released DLSR supernet on this CPU)",
+    "setting": {"space": "dlsr", "batch": 4, "lr_patch": 48, "scale": 2, "num_cells": 6, "channels": 48,
+                "partial_channels": 1, "arch_step": "first-order, train + val loss"},
+    "weight_step_s": 2.35,
+    "arch_step_s": 4.70,
+    "peak_memory_bytes": 4.0e9,  # "4.0 GB"
+}
+
+
+# ----------------------------------------------------------------------------------------------------
+# machine, JSON and the docs section
+
+
+def machine_info(threads: int, device: str) -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "cores_available": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "threads": threads,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    if device.startswith("cuda"):
+        info["gpu"] = torch.cuda.get_device_name(torch.device(device))
+    return info
+
+
+def machine_line(m: dict) -> str:
+    gpu = f", GPU {m['gpu']}" if "gpu" in m else ""
+    return (f"{m['cpu']} ({m['cores_available']} of {m['cores']} cores available), torch threads: {m['threads']}, "
+            f"torch {m['torch']}{gpu}; load average {m['loadavg_1min']:.2f} at start; {m['date']}")
+
+
+def write_json(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+def write_doc_section(doc: Path, name: str, body: str) -> None:
+    """Replace the `<!-- bench:name -->` ... `<!-- /bench:name -->` block of `doc` (append it if absent)."""
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    text = doc.read_text(encoding="utf-8") if doc.exists() else (
+        "# Benchmarks\n\nWritten by `tools/bench.py`; each section is rewritten by its own subcommand "
+        "(edit outside the `<!-- bench:... -->` markers only).\n")
+    block = f"{begin}\n{body.strip()}\n{end}"
+    i, j = text.find(begin), text.find(end)
+    if (i < 0) != (j < 0) or (i >= 0 and j < i):
+        raise ValueError(f"{doc}: the markers {begin} and {end} are unpaired or out of order; fix them by hand")
+    if i >= 0:
+        text = text[:i] + block + text[j + len(end):]
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    doc.parent.mkdir(parents=True, exist_ok=True)
+    doc.write_text(text, encoding="utf-8")
+
+
+def fmt(v: float | None, nd: int, scale: float = 1.0) -> str:
+    return "-" if v is None else f"{v / scale:.{nd}f}"
+
+
+# ----------------------------------------------------------------------------------------------------
+# models
+
+
+def model_list(spec: str | None, scale: int | None) -> list[tuple[str, int]]:
+    """(name, scale) pairs: official scales for known teachers, else every scale the architecture has."""
+    names = [s.strip() for s in spec.split(",") if s.strip()] if spec else list(OFFICIAL_MODELS)
+    pairs = []
+    for name in names:
+        if name in OFFICIAL_MODELS:
+            scales = OFFICIAL_MODELS[name]
+        elif name.startswith("genotype:"):
+            from search_spaces.genotype import load_genotype
+
+            scales = (load_genotype(name.split(":", 1)[1]).scale,)
+        else:
+            scales = zoo.get_entry(name).scales  # KeyError naming the known architectures
+        pairs += [(name, s) for s in scales if scale is None or s == scale]
+    if not pairs:
+        raise ValueError(f"no model of {', '.join(names)} is released at x{scale}")
+    return pairs
+
+
+def build_model(name: str, scale: int) -> torch.nn.Module:
+    if name.startswith("genotype:"):
+        from search_spaces.network import build_network
+
+        return build_network(name.split(":", 1)[1])
+    return zoo.create(name, scale)
+
+
+def bench_models(args, log) -> dict:
+    pairs = model_list(args.models, args.scale)
+    shape = (1, 3, args.lr_size, args.lr_size)
+    cuda = args.device.startswith("cuda")
+    rows = []
+    with progress() as prog:
+        task = prog.add_task("models", total=len(pairs))
+        for name, scale in pairs:
+            prog.update(task, description=f"{name} x{scale}")
+            torch.manual_seed(0)
+            model = build_model(name, scale).eval()
+            cost = measure_cost(model, shape, device=args.device)
+            model = model.cpu()
+            x = torch.rand(*shape)
+            cpu = latency(model, x, warmup=args.warmup, repeats=args.repeats, threads=args.threads)
+            gpu = None
+            if cuda:
+                model = model.to(args.device)
+                gpu = latency(model, x.to(args.device), warmup=args.warmup, repeats=args.repeats)
+            rows.append({"model": name, "scale": scale, "params": cost.params, "macs": cost.macs,
+                         "flops": cost.flops, "activations": cost.activations, "conv_layers": cost.conv_layers,
+                         "peak_memory_bytes": cost.peak_memory_bytes, "peak_memory_device": args.device,
+                         "cpu_latency_s": cpu["median_s"], "cpu_latency_min_s": cpu["min_s"],
+                         "cuda_latency_s": gpu["median_s"] if gpu else None,
+                         "cuda_latency_min_s": gpu["min_s"] if gpu else None})
+            log.debug(f"{name} x{scale}: {rows[-1]}")
+            prog.advance(task)
+    return {"subcommand": "models", "input_shape": list(shape),
+            "settings": {"warmup": args.warmup, "repeats": args.repeats, "threads": args.threads,
+                         "device": args.device, "weights": "random init (costs and latency do not depend on them)"},
+            "results": rows}
+
+
+MODEL_COLUMNS = ("model", "scale", "params", "MACs (G)", "FLOPs (G)", "activations (M)", "convs", "peak mem (MB)",
+                 "CPU latency (ms)", "CUDA latency (ms)")
+
+
+def model_cells(r: dict) -> list[str]:
+    return [r["model"], f"x{r['scale']}", f"{r['params']:,}", fmt(r["macs"], 2, 1e9), fmt(r["flops"], 2, 1e9),
+            fmt(r["activations"], 1, 1e6), str(r["conv_layers"]), fmt(r["peak_memory_bytes"], 1, 2**20),
+            fmt(r["cpu_latency_s"], 1, 1e-3), fmt(r["cuda_latency_s"], 2, 1e-3)]
+
+
+def models_markdown(p: dict) -> str:
+    m, s = p["machine"], p["settings"]
+    shape = "x".join(map(str, p["input_shape"]))
+    lines = [
+        "## Model costs (`tools/bench.py models`)", "",
+        f"One {shape} LR input (the NTIRE efficient-SR convention); MACs/FLOPs count convolutions and matmuls "
+        f"(FLOPs = 2 MACs); activations = elements of every conv output; peak memory = forward pass on "
+        f"{s['device']} beyond what was allocated before it; latency = median of {s['repeats']} forward passes "
+        f"after {s['warmup']} warm-up runs.", "",
+        f"Machine: {machine_line(m)}.", "",
+        "| " + " | ".join(MODEL_COLUMNS) + " |",
+        "|" + "|".join(["---"] + ["---:"] * (len(MODEL_COLUMNS) - 1)) + "|",
+    ]
+    lines += ["| " + " | ".join(model_cells(r)) + " |" for r in p["results"]]
+    return "\n".join(lines)
+
+
+def models_table(p: dict) -> Table:
+    shape = "x".join(map(str, p["input_shape"]))
+    cuda = any(r["cuda_latency_s"] is not None for r in p["results"])
+    table = Table(title=f"model costs, LR input {shape}, {p['settings']['threads']} CPU threads")
+    short = ("model", "scale", "params", "GMACs", "GFLOPs", "acts (M)", "convs", "mem MB", "CPU ms", "CUDA ms")
+    for col in short[:None if cuda else -1]:
+        table.add_column(col, justify="left" if col == "model" else "right", no_wrap=True)
+    for r in p["results"]:
+        table.add_row(*model_cells(r)[:None if cuda else -1])
+    return table
+
+
+# ----------------------------------------------------------------------------------------------------
+# search-step
+
+
+def search_config(args):
+    """The NAS engine's SearchConfig for this benchmark (defaults + the CLI's options + --set overrides)."""
+    from nas.config import SearchConfig
+    from srcore.config import apply_overrides, from_dict
+
+    data = {"space": {"scale": args.scale, "channels": args.channels, "num_cells": args.num_cells,
+                      "partial_channels": args.partial_channels},
+            "data": {"batch_size": args.batch, "gt_size": args.lr_patch * args.scale}}
+    if args.algorithm:
+        data["arch"] = {"algorithm": args.algorithm}
+    return from_dict(SearchConfig, apply_overrides(data, args.set), "search-step options")
+
+
+def matmul_peak(n: int, threads: int, device: str, repeats: int = 5) -> dict:
+    """Achieved GFLOP/s of an n x n fp32 matmul on `threads` threads: the machine's practical peak."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+        times = []
+        for i in range(repeats + 1):  # the first run is a warm-up
+            if device.startswith("cuda"):
+                torch.cuda.synchronize(device)
+            t0 = time.perf_counter()
+            a @ b
+            if device.startswith("cuda"):
+                torch.cuda.synchronize(device)
+            if i:
+                times.append(time.perf_counter() - t0)
+    finally:
+        torch.set_num_threads(old)
+    flops = 2 * n**3
+    return {"size": n, "threads": threads, "device": device, "best_s": min(times),
+            "median_s": statistics.median(times), "gflops_peak": flops / min(times) / 1e9,
+            "gflops_median": flops / statistics.median(times) / 1e9}
+
+
+def weight_step_flops(config) -> int | None:
+    """FLOPs (convs and matmuls) of the supernet's forward + backward on one training batch; None if the
+    supernet is not importable."""
+    try:
+        from nas.supernet import SuperNet
+    except ImportError:
+        return None
+    from torch.utils.flop_counter import FlopCounterMode
+
+    s, d = config.space, config.data
+    model = SuperNet(s)
+    x = torch.rand(d.batch_size, 3, d.gt_size // s.scale, d.gt_size // s.scale)
+    with FlopCounterMode(display=False) as counter:
+        model(x).abs().mean().backward()
+    return int(counter.get_total_flops())
+
+
+def engine_step_timing():
+    """`nas.search.step_timing`, or a clear error while the NAS engine does not provide it."""
+    want = ("nas.search.step_timing(config: nas.config.SearchConfig, steps: int, partial_channels: int) -> "
+            "dict with weight_step_s, arch_step_s, peak_memory_bytes")
+    try:
+        import nas.search as search
+    except ImportError as e:
+        raise ValueError(f"search-step needs the NAS engine's {want}, but nas.search cannot be imported "
+                         f"({e}); the engine (issue #3) is not in this checkout yet") from None
+    if not callable(getattr(search, "step_timing", None)):
+        raise ValueError(f"search-step needs {want}; nas.search has no step_timing")
+    return search.step_timing
+
+
+def bench_search_step(args, log) -> dict:
+    step_timing = engine_step_timing()
+    config = search_config(args)
+    torch.set_num_threads(args.threads)
+    log.info(f"matmul reference: {args.matmul_size}x{args.matmul_size} fp32 on {args.threads} threads")
+    mm = matmul_peak(args.matmul_size, args.threads, args.device)
+    log.info(f"engine: {args.steps} timed steps, batch {args.batch}, LR patch {args.lr_patch}, "
+             f"partial channels {args.partial_channels}")
+    t = dict(step_timing(config, args.steps, args.partial_channels))
+    missing = [k for k in ("weight_step_s", "arch_step_s", "peak_memory_bytes") if k not in t]
+    if missing:
+        raise ValueError(f"nas.search.step_timing returned no {', '.join(missing)} (got keys: {', '.join(t)})")
+    flops = weight_step_flops(config)
+    achieved = flops / t["weight_step_s"] / 1e9 if flops else None
+    ref = ISSUE3_REFERENCE
+    setting = {"space": args.space, "batch": args.batch, "lr_patch": args.lr_patch, "scale": args.scale,
+               "num_cells": args.num_cells, "channels": args.channels, "partial_channels": args.partial_channels}
+    same_setting = all(setting[k] == v for k, v in ref["setting"].items() if k in setting)
+    ratios = {k: t[k] / ref[k] for k in ("weight_step_s", "arch_step_s", "peak_memory_bytes")}
+    from srcore.config import to_dict
+
+    return {"subcommand": "search-step", "setting": {**setting, "algorithm": config.arch.algorithm,
+                                                     "steps": args.steps, "device": args.device},
+            "config": to_dict(config),
+            "measured": {"weight_step_s": t["weight_step_s"], "arch_step_s": t["arch_step_s"],
+                         "peak_memory_bytes": t["peak_memory_bytes"], "weight_step_flops": flops,
+                         "weight_step_gflops_per_s": achieved,
+                         "fraction_of_matmul_peak": achieved / mm["gflops_peak"] if achieved else None},
+            "engine": t, "matmul_reference": mm, "reference": ref,
+            "reference_same_setting": same_setting, "ratio_to_reference": ratios}
+
+
+def search_rows(p: dict) -> list[list[str]]:
+    m, ref, r = p["measured"], p["reference"], p["ratio_to_reference"]
+    rows = [["s / weight step", fmt(m["weight_step_s"], 3), fmt(ref["weight_step_s"], 2), fmt(r["weight_step_s"], 2)],
+            ["s / arch step", fmt(m["arch_step_s"], 3), fmt(ref["arch_step_s"], 2), fmt(r["arch_step_s"], 2)],
+            ["peak memory (GB)", fmt(m["peak_memory_bytes"], 2, 1e9), fmt(ref["peak_memory_bytes"], 1, 1e9),
+             fmt(r["peak_memory_bytes"], 2)],
+            ["GFLOP / weight step", fmt(m["weight_step_flops"], 2, 1e9), "-", "-"],
+            ["achieved GFLOP/s (weight step)", fmt(m["weight_step_gflops_per_s"], 1), "-", "-"],
+            [f"fp32 matmul {p['matmul_reference']['size']}² peak GFLOP/s", fmt(p["matmul_reference"]["gflops_peak"], 1),
+             "-", "-"]]
+    return rows
+
+
+SEARCH_COLUMNS = ("quantity", "measured", "issue #3 reference", "measured / reference")
+
+
+def search_caption(p: dict) -> str:
+    s = p["setting"]
+    note = "" if p["reference_same_setting"] else " (NOT the reference's setting: ratios are not like for like)"
+    return (f"{s['space']} supernet x{s['scale']}, {s['num_cells']} cells, C={s['channels']}, batch {s['batch']}, "
+            f"LR patch {s['lr_patch']}, partial channels {s['partial_channels']}, arch algorithm "
+            f"{s['algorithm']}, {s['steps']} timed steps on {s['device']}{note}")
+
+
+def search_markdown(p: dict) -> str:
+    lines = ["## NAS engine step (`tools/bench.py search-step`)", "", search_caption(p) + ".", "",
+             f"Machine: {machine_line(p['machine'])}.", "",
+             f"Reference: {p['reference']['source']}; setting {json.dumps(p['reference']['setting'])}.", "",
+             "| " + " | ".join(SEARCH_COLUMNS) + " |", "|---|---:|---:|---:|"]
+    lines += ["| " + " | ".join(row) + " |" for row in search_rows(p)]
+    return "\n".join(lines)
+
+
+def search_table(p: dict) -> Table:
+    table = Table(title=search_caption(p))
+    for col in SEARCH_COLUMNS:
+        table.add_column(col, justify="left" if col == "quantity" else "right", no_wrap=True)
+    for row in search_rows(p):
+        table.add_row(*row)
+    return table
+
+
+# ----------------------------------------------------------------------------------------------------
+# CLI
+
+
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def common(sp, name):
+        sp.add_argument("--json", type=Path, default=JSON_DIR / f"{name}.json", help="JSON results file")
+        sp.add_argument("--doc", type=Path, default=DOC, help="markdown file whose bench section is rewritten")
+        sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+        sp.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
+        sp.add_argument("-v", "--verbose", action="store_true")
+
+    m = sub.add_parser("models", help="params, MACs, activations, memory and latency of the teacher models")
+    common(m, "models")
+    m.add_argument("--models", help="comma-separated zoo names or genotype:NAME (default: every official teacher)")
+    m.add_argument("--scale", type=int, help="only this scale")
+    m.add_argument("--lr-size", type=int, default=256, help="LR input height = width (NTIRE: 256)")
+    m.add_argument("--repeats", type=int, default=5, help="timed forward passes (median)")
+    m.add_argument("--warmup", type=int, default=2, help="untimed forward passes first")
+
+    s = sub.add_parser("search-step", help="seconds per weight/arch step and peak memory of the NAS engine")
+    common(s, "search-step")
+    s.add_argument("--space", choices=("dlsr",), default="dlsr")
+    s.add_argument("--batch", type=int, default=4)
+    s.add_argument("--lr-patch", type=int, default=48, help="LR patch size")
+    s.add_argument("--scale", type=int, default=2)
+    s.add_argument("--channels", type=int, default=48)
+    s.add_argument("--num-cells", type=int, default=6)
+    s.add_argument("--partial-channels", type=int, default=1, help="PC-DARTS K (1 = off)")
+    s.add_argument("--algorithm", choices=("first_order", "dlsr", "second_order"),
+                   help="arch step algorithm (default: the search config's)")
+    s.add_argument("--steps", type=int, default=3, help="timed weight + arch steps")
+    s.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n fp32 matmul reference")
+    s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a search config key")
+    args = p.parse_args(argv)
+    for key in ("threads", "repeats", "lr_size", "batch", "lr_patch", "steps", "matmul_size"):
+        if getattr(args, key, 1) < 1:
+            raise ValueError(f"--{key.replace('_', '-')} must be >= 1")
+    if getattr(args, "warmup", 0) < 0:
+        raise ValueError("--warmup must be >= 0")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {args.device}: CUDA is not available here")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    log = setup_logging(args.verbose)
+    torch.set_num_threads(args.threads)
+    machine = machine_info(args.threads, args.device)
+    if args.command == "models":
+        payload = {"machine": machine, **bench_models(args, log)}
+        table, markdown = models_table(payload), models_markdown(payload)
+    else:
+        payload = {"machine": machine, **bench_search_step(args, log)}
+        table, markdown = search_table(payload), search_markdown(payload)
+    (console if console.is_terminal else Console(stderr=True, width=160)).print(table)  # logs: no squeezed columns
+    write_json(args.json, payload)
+    write_doc_section(args.doc, args.command, markdown)
+    log.info(f"wrote {args.json} and the '{args.command}' section of {args.doc}")
+    return 0
+
+
+if __name__ == "__main__":
+    run_cli(main)
