@@ -1,0 +1,171 @@
+"""The typed config of a distillation run (`tools/train.py --config FILE|PRESET`), loaded strictly.
+
+A run trains one student from one or more frozen teachers. Sections:
+  student   what is trained: a genotype (YAML file or named, e.g. dlsr_x2, optionally re-sized) or a zoo arch
+  teacher   a list of frozen teachers ("anchors"); the first one also gives the features; [] for no KD
+  data      training patches (folder or builtin:train), global batch, teacher-output cache
+  optim     Adam/AdamW, gradient clipping, EMA of the weights
+  schedule  linear warm-up then cosine, multistep or constant
+  loss      the named weighted terms (see distill/losses.py for every `kind` and its params)
+  stages    DIPNet-style progressive learning: from a step on, another HR patch size and loss weights
+  val       benchmark folders scored every N steps (best.pt is chosen by mean PSNR-Y)
+  loop      steps, seed, logging/saving cadence, channels_last, mixed precision (CUDA only)
+  pretrain_teacher  how tools/train.py trains (and caches) a teacher when `teacher` is empty (quickstart)
+
+Every section is a dataclass; unknown keys and wrong types are errors naming the file and key
+(`srcore.config`). Loss params are checked by the loss that reads them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from srcore.config import ConfigError
+
+LOSS_KINDS = ("l1", "charbonnier", "output_kd", "fitnet", "facd", "lsfd", "zoom_in", "zoom_out_pix",
+              "zoom_out_kd", "enhanced_hr")
+
+
+@dataclass
+class StudentConfig:
+    genotype: str | None = None  # genotype YAML file or named genotype (search_spaces/genotypes/)
+    arch: str | None = None  # or any registered zoo architecture
+    scale: int = 2
+    channels: int | None = None  # genotype only: override the width C
+    num_cells: int | None = None  # genotype only: keep the first N cells (and their input links)
+    rgb_range: float = 1.0  # genotype only: a student trained from scratch works on [0, 1]
+    kwargs: dict[str, Any] = field(default_factory=dict)  # arch only: factory keyword arguments
+
+    def __post_init__(self):
+        if (self.genotype is None) == (self.arch is None):
+            raise ConfigError("student: give exactly one of 'genotype' or 'arch'")
+
+
+@dataclass
+class TeacherConfig:
+    arch: str | None = None  # zoo architecture with official weights ...
+    weights: str | None = None  # ... in this file
+    checkpoint: str | None = None  # or an srnas checkpoint (e.g. a teacher trained by quickstart)
+    weight: float = 1.0  # this anchor's share in output_kd (multi-anchor distillation)
+
+    def __post_init__(self):
+        if self.checkpoint is None and (self.arch is None or self.weights is None):
+            raise ConfigError("teacher: give 'arch' and 'weights', or 'checkpoint'")
+
+
+@dataclass
+class DataConfig:
+    train: str = "builtin:train"  # HR folder (or ROOT with HR/), or builtin:train
+    gt_size: int = 64  # HR patch side
+    batch_size: int = 16  # global batch (split evenly over DDP processes)
+    repeat: int = 1  # patches per image per epoch
+    augment: bool = True  # dihedral flips/rotations (srcore.data.PatchDataset)
+    num_workers: int = 0
+    fixed_patches: bool = False  # same patches every epoch (epoch 0's); lets the teacher cache hit
+    cache_teacher: bool = False  # cache teacher SR outputs per patch (needs fixed_patches)
+
+
+@dataclass
+class OptimConfig:
+    name: Literal["adam", "adamw"] = "adam"
+    lr: float = 5e-4
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = 0.0
+    grad_clip: float = 0.0  # max global grad norm; 0 = off
+    ema: float = 0.0  # EMA decay of the student weights (e.g. 0.999); 0 = off
+
+
+@dataclass
+class ScheduleConfig:
+    name: Literal["cosine", "multistep", "constant"] = "cosine"
+    warmup_steps: int = 0
+    min_lr: float = 1e-7  # cosine floor
+    milestones: list[int] = field(default_factory=list)  # multistep: steps where lr *= gamma
+    gamma: float = 0.5
+
+
+@dataclass
+class LossTerm:
+    name: str  # unique label; logged as loss/<name>
+    kind: str  # one of LOSS_KINDS
+    weight: float = 1.0
+    student: list[str] = field(default_factory=list)  # feature terms: student module paths
+    teacher: list[str] = field(default_factory=list)  # feature terms: teacher module paths (same count)
+    params: dict[str, Any] = field(default_factory=dict)  # kind-specific, checked by the loss
+
+    def __post_init__(self):
+        if self.kind not in LOSS_KINDS:
+            raise ConfigError(f"loss {self.name}: kind {self.kind!r} is not one of {', '.join(LOSS_KINDS)}")
+        if len(self.student) != len(self.teacher):
+            raise ConfigError(f"loss {self.name}: {len(self.student)} student paths but "
+                              f"{len(self.teacher)} teacher paths")
+
+
+@dataclass
+class StageConfig:
+    start: int  # first step of this stage
+    gt_size: int | None = None  # HR patch side from here on (progressive learning)
+    weights: dict[str, float] = field(default_factory=dict)  # loss name -> weight from here on
+
+
+@dataclass
+class ValConfig:
+    data: list[str] = field(default_factory=list)  # benchmark folders or 'builtin'
+    every: int = 0  # steps between validations (0: only at the end, if data is given)
+    max_images: int = 0  # score only the first N images of each set (0: all)
+
+
+@dataclass
+class LoopConfig:
+    steps: int = 1000
+    seed: int = 0
+    log_every: int = 50
+    save_every: int = 0  # steps between last.pt saves (0: only at validation and at the end)
+    channels_last: bool = False
+    amp: bool = True  # mixed precision; used on CUDA only
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    deterministic: bool = True  # torch.use_deterministic_algorithms (bit-identical resume on CPU)
+
+
+@dataclass
+class PretrainTeacherConfig:
+    arch: str = "rlfn_s"
+    kwargs: dict[str, Any] = field(default_factory=dict)
+    steps: int = 1000
+    lr: float = 5e-4
+
+
+@dataclass
+class TrainConfig:
+    student: StudentConfig
+    teacher: list[TeacherConfig] = field(default_factory=list)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: list[LossTerm] = field(default_factory=lambda: [LossTerm("l1", "l1")])
+    stages: list[StageConfig] = field(default_factory=list)
+    val: ValConfig = field(default_factory=ValConfig)
+    loop: LoopConfig = field(default_factory=LoopConfig)
+    pretrain_teacher: PretrainTeacherConfig | None = None
+
+    def __post_init__(self):
+        names = [t.name for t in self.loss]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"loss: names must be unique, {dup[0]!r} is used twice")
+        if not self.loss:
+            raise ConfigError("loss: at least one term is needed")
+        for st in self.stages:
+            unknown = [k for k in st.weights if k not in names]
+            if unknown:
+                raise ConfigError(f"stages (start {st.start}): weight for unknown loss {unknown[0]!r} "
+                                  f"(losses: {', '.join(names)})")
+        starts = [st.start for st in self.stages]
+        if starts != sorted(starts) or len(set(starts)) != len(starts):
+            raise ConfigError(f"stages: start steps must increase, got {starts}")
+        if self.data.cache_teacher and not self.data.fixed_patches:
+            raise ConfigError("data.cache_teacher needs data.fixed_patches: true (patches change every epoch "
+                              "otherwise, so a cached teacher output would never be reused)")
+
+    def needs_teacher(self) -> bool:
+        return any(t.kind not in ("l1", "charbonnier") for t in self.loss)

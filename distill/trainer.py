@@ -1,0 +1,531 @@
+"""The distillation training loop, as library code: `Trainer(cfg, out_dir, device).fit(resume=...)`.
+
+One step: a global batch of (lq, gt) patches is split over the processes; the frozen teachers compute
+their targets under no_grad (SR outputs, features by module path, DUKD zoom-in/zoom-out outputs, the
+DIPNet enhanced HR); the student runs on lq (and on the upcycled inputs), the `Criterion` returns every
+weighted term and the total, and one optimizer step follows (clipping, EMA).
+
+Determinism: the model is initialised from `loop.seed`; the data order is a function of (seed, epoch)
+and the position in it a function of the step; every other random choice is drawn from (seed, step,
+sample index). So a run resumed from last.pt continues bit-identically on CPU, and a global batch is the
+same set of patches whatever the number of processes.
+
+Files in `out_dir` (rank 0 only): last.pt (weights + everything needed to resume, written atomically),
+best.pt (best mean PSNR-Y over the validation sets), metrics.jsonl (one JSON object per log/validation).
+Both checkpoints carry the network spec, the config and the metrics, so `tools/evaluate.py
+--checkpoint best.pt` needs nothing else. A non-finite loss raises `NonFiniteLoss` before any update,
+leaving the last good checkpoint as it was.
+
+DDP: if torch.distributed is initialised, the student (with the adapters) is wrapped in
+DistributedDataParallel. Mixed precision (autocast) is used on CUDA only. No logging is configured here;
+progress goes to `Callback`s.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from srcore.checkpoint import read_checkpoint, save_checkpoint
+from srcore.config import ConfigError, to_dict
+from srcore.data import BenchmarkSet, DataError, PatchDataset
+from srcore.evaluation import evaluate_model
+from srcore.modelspec import arch_spec, build_model, genotype_spec, load_checkpoint_model, spec_scale
+
+from .config import StudentConfig, TeacherConfig, TrainConfig
+from .features import FeatureHooks, probe_channels
+from .losses import Criterion, LossInputs
+from .upcycle import InvertibleAug, enhance_hr, sample_rngs, zoom_in, zoom_out
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss became NaN or inf; the run stopped before updating the weights."""
+
+
+@dataclass
+class TrainResult:
+    step: int
+    best_psnr: float
+    metrics: dict
+    train_s: float
+    out_dir: Path
+
+
+class Callback:
+    """Hooks for progress and logging; every method is optional."""
+
+    def on_train_start(self, trainer: Trainer, start_step: int, total_steps: int) -> None: ...
+    def on_step_start(self, trainer: Trainer, step: int) -> None: ...
+    def on_step_end(self, trainer: Trainer, step: int, losses: dict[str, float]) -> None: ...
+    def on_log(self, trainer: Trainer, step: int, record: dict) -> None: ...
+    def on_validation(self, trainer: Trainer, step: int, metrics: dict) -> None: ...
+    def on_checkpoint(self, trainer: Trainer, path: Path, step: int) -> None: ...
+    def on_train_end(self, trainer: Trainer, result: TrainResult) -> None: ...
+
+
+# ---------------------------------------------------------------------------------------------------------
+# building blocks
+
+
+def build_student(sc: StudentConfig) -> tuple[nn.Module, dict]:
+    """The (untrained) student and its checkpoint spec."""
+    if sc.genotype is not None:
+        from search_spaces.genotype import load_genotype
+
+        g = load_genotype(sc.genotype)
+        if g.scale != sc.scale:
+            raise ConfigError(f"student.genotype {sc.genotype} is for x{g.scale}, but student.scale is {sc.scale}")
+        changes: dict = {"rgb_range": sc.rgb_range}
+        if sc.channels is not None:
+            changes["channels"] = sc.channels
+        if sc.num_cells is not None:
+            n = sc.num_cells
+            changes.update(num_cells=n, inputs=g.inputs[:max(n - 2, 0)])
+            if g.cells is not None:
+                changes["cells"] = g.cells[:n]
+        spec = genotype_spec(dataclasses.replace(g, **changes))
+    else:
+        spec = arch_spec(sc.arch, sc.scale, **sc.kwargs)
+    return build_model(spec), spec
+
+
+def load_teacher(tc: TeacherConfig, scale: int, device: torch.device) -> nn.Module:
+    """A frozen teacher in eval mode, taking and returning [0, 1]."""
+    if tc.checkpoint is not None:
+        model, ckpt = load_checkpoint_model(tc.checkpoint, device)
+        s = spec_scale(ckpt["spec"])
+        if s != scale:
+            raise ConfigError(f"teacher checkpoint {tc.checkpoint} is x{s}, the student is x{scale}")
+    else:
+        from .pretrained import load_pretrained
+
+        model = load_pretrained(tc.arch, tc.weights, scale, device)
+    return model.eval().requires_grad_(False)
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate at `step`: linear warm-up, then cosine to min_lr, multistep decay, or constant."""
+    base, sc, total = cfg.optim.lr, cfg.schedule, cfg.loop.steps
+    if step < sc.warmup_steps:
+        return base * (step + 1) / sc.warmup_steps
+    if sc.name == "cosine":
+        t = (step - sc.warmup_steps) / max(1, total - sc.warmup_steps)
+        return sc.min_lr + (base - sc.min_lr) * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
+    if sc.name == "multistep":
+        return base * sc.gamma ** sum(step >= m for m in sc.milestones)
+    return base
+
+
+class EMA:
+    """Exponential moving average of a model's weights (buffers are copied)."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        self.decay = decay
+        self.model = copy.deepcopy(model).eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def update(self, model: nn.Module) -> None:
+        for e, p in zip(self.model.parameters(), model.parameters(), strict=True):
+            e.lerp_(p.detach(), 1.0 - self.decay)
+        for e, b in zip(self.model.buffers(), model.buffers(), strict=True):
+            e.copy_(b)
+
+
+class ShardSampler(Sampler[int]):
+    """Epoch `epoch`'s permutation of range(n) cut into whole global batches; from global batch `start` on,
+    yields this rank's share of each (positions rank, rank + world, ... of the batch, as
+    DistributedSampler strides), so the union over ranks of a step's samples is the global batch."""
+
+    def __init__(self, n: int, global_batch: int, rank: int, world: int, seed: int, epoch: int, start: int = 0):
+        self.n, self.batch, self.rank, self.world = n, global_batch, rank, world
+        self.seed, self.epoch, self.start = seed, epoch, start
+        self.steps = n // global_batch
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        perm = torch.randperm(self.n, generator=g)[: self.steps * self.batch].view(self.steps, self.batch)
+        return iter(perm[self.start:, self.rank::self.world].reshape(-1).tolist())
+
+    def __len__(self) -> int:
+        return (self.steps - self.start) * (self.batch // self.world)
+
+
+class IndexedPatches(Dataset):
+    """PatchDataset items plus their dataset index (for per-sample random draws and the teacher cache)."""
+
+    def __init__(self, ds: PatchDataset):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, i: int) -> dict:
+        item = self.ds[i]
+        item["index"] = i
+        return item
+
+
+class StudentStep(nn.Module):
+    """Student + criterion (with its adapters): the module DDP wraps. forward -> {term: value, "total"}."""
+
+    def __init__(self, student: nn.Module, criterion: Criterion):
+        super().__init__()
+        self.student, self.criterion = student, criterion
+
+    def forward(self, lq: torch.Tensor, gt: torch.Tensor, targets: dict) -> dict[str, torch.Tensor]:
+        paths = self.criterion.student_paths()
+        if paths:
+            with FeatureHooks(self.student, paths) as hooks:
+                sr = self.student(lq)
+                s_feats = dict(zip(paths, hooks.take(), strict=True))
+        else:
+            sr, s_feats = self.student(lq), {}
+        x = LossInputs(lq=lq, gt=gt, sr=sr, s_feats=s_feats, t_sr=targets.get("t_sr", []),
+                       anchor_weights=targets.get("anchor_weights", []), t_feats=targets.get("t_feats", {}),
+                       zoom_in_target=targets.get("zoom_in_target"), zoom_out_target=targets.get("zoom_out_target"),
+                       enhanced_hr=targets.get("enhanced_hr"))
+        if "zoom_in_input" in targets:
+            x.zoom_in_sr = targets["zoom_in_aug"].inverse(self.student(targets["zoom_in_input"]))
+        if "zoom_out_input" in targets:
+            x.zoom_out_sr = self.student(targets["zoom_out_input"])
+        return self.criterion(x)
+
+
+def _world() -> tuple[int, int]:
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the trainer
+
+
+class Trainer:
+    """Trains `cfg.student` from `cfg.teacher` (or `teachers`, already loaded) into `out_dir`."""
+
+    def __init__(self, cfg: TrainConfig, out_dir: str | Path, device: str | torch.device = "cpu",
+                 callbacks: list[Callback] | tuple[Callback, ...] = (), teachers: list[nn.Module] | None = None):
+        self.cfg, self.out_dir, self.device = cfg, Path(out_dir), torch.device(device)
+        self.callbacks = list(callbacks)
+        self.rank, self.world = _world()
+        lp = cfg.loop
+        if lp.deterministic:
+            torch.use_deterministic_algorithms(True, warn_only=True)
+            torch.backends.cudnn.benchmark = False
+        torch.manual_seed(lp.seed)
+        scale = cfg.student.scale
+
+        self.student, self.spec = build_student(cfg.student)
+        self.student.to(self.device)
+        if lp.channels_last:
+            self.student.to(memory_format=torch.channels_last)
+        self.teachers = teachers if teachers is not None else [load_teacher(t, scale, self.device) for t in cfg.teacher]
+        if cfg.needs_teacher() and not self.teachers:
+            raise ConfigError("the loss has distillation terms but no teacher is configured (teacher: [...])")
+        self.anchor_weights = [t.weight for t in cfg.teacher] if cfg.teacher else [1.0] * len(self.teachers)
+
+        s_paths = list(dict.fromkeys(p for t in cfg.loss for p in t.student))
+        t_paths = list(dict.fromkeys(p for t in cfg.loss for p in t.teacher))
+        chans = {f"s:{p}": c for p, c in zip(s_paths, probe_channels(self.student, s_paths, device=self.device),
+                                              strict=True)}
+        if t_paths:
+            chans.update({f"t:{p}": c for p, c in zip(
+                t_paths, probe_channels(self.teachers[0], t_paths, device=self.device), strict=True)})
+        self.criterion = Criterion(cfg.loss, chans).to(self.device)
+        self.params = [p for p in list(self.student.parameters()) + list(self.criterion.parameters())
+                       if p.requires_grad]
+        opt_cls = torch.optim.AdamW if cfg.optim.name == "adamw" else torch.optim.Adam
+        self.optimizer = opt_cls(self.params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+                                 weight_decay=cfg.optim.weight_decay)
+        self.ema = EMA(self.student, cfg.optim.ema) if cfg.optim.ema > 0 else None
+
+        self.step_module: nn.Module = StudentStep(self.student, self.criterion)
+        if self.world > 1:
+            self.step_module = nn.parallel.DistributedDataParallel(self.step_module, find_unused_parameters=True)
+
+        self.amp = self.device.type == "cuda" and lp.amp
+        self.amp_dtype = torch.float16 if lp.amp_dtype == "float16" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda") if self.amp and self.amp_dtype == torch.float16 else None
+
+        d = cfg.data
+        if d.batch_size % self.world:
+            raise ConfigError(f"data.batch_size {d.batch_size} does not split evenly over {self.world} processes")
+        self.local_batch = d.batch_size // self.world
+        sizes = [d.gt_size] + [st.gt_size for st in cfg.stages if st.gt_size]
+        self.dataset = PatchDataset(d.train, scale, max(sizes), augment=d.augment, repeat=d.repeat, seed=lp.seed)
+        for g in sizes:
+            if g % scale:
+                raise ConfigError(f"HR patch size {g} is not divisible by the scale {scale}")
+        self.dataset.gt_size = d.gt_size
+        self.steps_per_epoch = len(self.dataset) // d.batch_size
+        if self.steps_per_epoch == 0:
+            raise DataError(f"{d.train}: {len(self.dataset)} patches per epoch is less than one batch of "
+                            f"{d.batch_size}; raise data.repeat")
+        self.cache: dict | None = {} if d.cache_teacher else None
+
+        self.val_sets: list[BenchmarkSet] = []
+        if self.rank == 0:
+            for root in cfg.val.data:
+                ds = BenchmarkSet(root, scale)
+                if cfg.val.max_images:
+                    ds.items = ds.items[: cfg.val.max_images]
+                self.val_sets.append(ds)
+        self.best_psnr = -math.inf
+        self.last_saved_step: int | None = None
+        self.train_s = 0.0
+
+    # --- schedule and data ---------------------------------------------------------------------------------
+    def stage_at(self, step: int) -> tuple[int, dict[str, float]]:
+        """(HR patch size, loss weights) in force at `step`; stages apply cumulatively from their start."""
+        gt_size, weights = self.cfg.data.gt_size, {t.name: t.weight for t in self.cfg.loss}
+        for st in self.cfg.stages:
+            if st.start <= step:
+                gt_size = st.gt_size or gt_size
+                weights.update(st.weights)
+        return gt_size, weights
+
+    def _batches(self, step: int):
+        """Yield the batches of steps `step`, `step` + 1, ... (this rank's share)."""
+        cfg, spe = self.cfg, self.steps_per_epoch
+        changes = sorted({st.start for st in cfg.stages if st.gt_size})
+        while True:
+            epoch, pos = divmod(step, spe)
+            self.dataset.gt_size = self.stage_at(step)[0]
+            self.dataset.set_epoch(0 if cfg.data.fixed_patches else epoch)
+            end = min([(epoch + 1) * spe] + [c for c in changes if c > step])
+            sampler = ShardSampler(len(self.dataset), cfg.data.batch_size, self.rank, self.world, cfg.loop.seed,
+                                   epoch, pos)
+            loader = DataLoader(IndexedPatches(self.dataset), batch_size=self.local_batch, sampler=sampler,
+                                num_workers=cfg.data.num_workers, pin_memory=self.device.type == "cuda")
+            for batch in loader:
+                yield batch
+                step += 1
+                if step >= end:
+                    break
+
+    # --- one step --------------------------------------------------------------------------------------------
+    def _autocast(self):
+        return torch.autocast("cuda", dtype=self.amp_dtype) if self.amp else nullcontext()
+
+    def _cached(self, name: str, index: torch.Tensor, fn) -> torch.Tensor:
+        """fn() (a batch of per-sample tensors), served from the per-patch cache when enabled and complete."""
+        if self.cache is None:
+            return fn()
+        keys = [(name, int(i), self.dataset.gt_size) for i in index]
+        if all(k in self.cache for k in keys):
+            return torch.stack([self.cache[k] for k in keys]).to(self.device)
+        out = fn()
+        for k, o in zip(keys, out, strict=True):
+            self.cache[k] = o.detach().to("cpu")
+        return out
+
+    @torch.no_grad()
+    def teacher_targets(self, lq: torch.Tensor, gt: torch.Tensor, index: torch.Tensor, step: int) -> dict:
+        """Everything the teachers contribute to this step (no gradients, teachers in eval mode)."""
+        kinds, out = self.criterion.kinds(), {}
+        if not self.teachers:
+            return out
+        t0, scale = self.teachers[0], self.cfg.student.scale
+        with self._autocast():
+            t_paths = self.criterion.teacher_paths()
+            if t_paths:
+                with FeatureHooks(t0, t_paths) as hooks:
+                    first = t0(lq)
+                    out["t_feats"] = dict(zip(t_paths, hooks.take(), strict=True))
+                if kinds & {"output_kd", "facd"}:
+                    out["t_sr"] = [first] + [t(lq) for t in self.teachers[1:]]
+            elif kinds & {"output_kd", "facd"}:
+                out["t_sr"] = [self._cached(f"t{a}", index, lambda t=t: t(lq)) for a, t in enumerate(self.teachers)]
+            out["anchor_weights"] = self.anchor_weights
+            zi = self.criterion.zoom_in_params()
+            if zi is not None:
+                rngs = sample_rngs(self.cfg.loop.seed, step, index)
+                tiles = zoom_in(gt, scale, rngs, int(zi["n_sub"]))
+                out["zoom_in_target"] = t0(tiles)
+                aug = InvertibleAug.draw(rngs, float(zi["aug_prob"]), tuple(zi["ops"]), repeat=int(zi["n_sub"]),
+                                         device=self.device)
+                out["zoom_in_input"], out["zoom_in_aug"] = aug.apply(tiles), aug
+            if kinds & {"zoom_out_pix", "zoom_out_kd"}:
+                out["zoom_out_input"] = zoom_out(lq, scale)
+                if "zoom_out_kd" in kinds:
+                    out["zoom_out_target"] = t0(out["zoom_out_input"])
+            if "enhanced_hr" in kinds:
+                out["enhanced_hr"] = self._cached("ehr", index, lambda: enhance_hr(t0(gt), scale))
+        return out
+
+    def train_step(self, batch: dict, step: int) -> dict[str, float]:
+        lq, gt = batch["lq"].to(self.device), batch["gt"].to(self.device)
+        if self.cfg.loop.channels_last:
+            lq, gt = lq.contiguous(memory_format=torch.channels_last), gt.contiguous(memory_format=torch.channels_last)
+        targets = self.teacher_targets(lq, gt, batch["index"], step)
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            losses = self.step_module(lq, gt, targets)
+        values = torch.stack([v.detach().float() for v in losses.values()])
+        if self.world > 1:
+            dist.all_reduce(values)
+            values /= self.world
+        logs = dict(zip(losses, values.tolist(), strict=True))
+        if not math.isfinite(logs["total"]):
+            bad = ", ".join(f"{k}={v}" for k, v in logs.items() if not math.isfinite(v))
+            kept = (f"{self.out_dir / 'last.pt'} (step {self.last_saved_step}) is the last good checkpoint"
+                    if self.last_saved_step is not None else "no checkpoint had been written yet")
+            raise NonFiniteLoss(f"non-finite loss at step {step + 1} ({bad}); stopped without updating; {kept}")
+        total = losses["total"]
+        if self.scaler is not None:
+            self.scaler.scale(total).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            total.backward()
+        if self.cfg.optim.grad_clip > 0:
+            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip))
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.student)
+        return logs
+
+    # --- validation and checkpoints ----------------------------------------------------------------------
+    @property
+    def eval_model(self) -> nn.Module:
+        return self.ema.model if self.ema is not None else self.student
+
+    def validate(self) -> dict[str, float]:
+        metrics: dict[str, float] = {}
+        model = self.eval_model
+        for ds in self.val_sets:
+            r = evaluate_model(model, ds, device=self.device)
+            metrics[f"{ds.name}/psnr_y"], metrics[f"{ds.name}/ssim_y"] = r.psnr_y, r.ssim_y
+        if self.val_sets:
+            metrics["psnr_y_mean"] = sum(metrics[f"{ds.name}/psnr_y"] for ds in self.val_sets) / len(self.val_sets)
+        self.student.train()
+        return metrics
+
+    def _train_state(self) -> dict:
+        state = {"student": self.student.state_dict(), "criterion": self.criterion.state_dict(),
+                 "optimizer": self.optimizer.state_dict(), "ema": self.ema.model.state_dict() if self.ema else None,
+                 "scaler": self.scaler.state_dict() if self.scaler else None, "rng_torch": torch.get_rng_state(),
+                 "best_psnr": self.best_psnr, "train_s": self.train_s, "world_size": self.world}
+        if torch.cuda.is_available():
+            state["rng_cuda"] = torch.cuda.get_rng_state_all()
+        return state
+
+    def save(self, name: str, step: int, metrics: dict, resumable: bool) -> Path:
+        path = self.out_dir / name
+        extra = {"train_state": self._train_state()} if resumable else {}
+        sd = {k: v.detach().to("cpu").contiguous() for k, v in self.eval_model.state_dict().items()}
+        save_checkpoint(path, state_dict=sd, spec=self.spec, config=to_dict(self.cfg), metrics=metrics, step=step,
+                        **extra)
+        if resumable:
+            self.last_saved_step = step
+        for cb in self.callbacks:
+            cb.on_checkpoint(self, path, step)
+        return path
+
+    def _log(self, record: dict) -> None:
+        with open(self.out_dir / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def _resume(self) -> int:
+        path = self.out_dir / "last.pt"
+        ck = read_checkpoint(path)
+        ts = ck.get("train_state")
+        if ts is None:
+            raise ConfigError(f"{path} has no training state to resume from")
+        now = to_dict(self.cfg)
+        fixed = ("student", "teacher", "data", "optim", "schedule", "loss", "stages")
+        diff = [k for k in fixed if ck["config"].get(k) != now.get(k)]
+        if ck["config"].get("loop", {}).get("seed") != now["loop"]["seed"]:
+            diff.append("loop.seed")
+        if diff:
+            raise ConfigError(f"--resume: the config differs from {path}'s in {', '.join(diff)}")
+        self.student.load_state_dict(ts["student"])
+        self.criterion.load_state_dict(ts["criterion"])
+        self.optimizer.load_state_dict(ts["optimizer"])
+        if self.ema is not None:
+            self.ema.model.load_state_dict(ts["ema"])
+        if self.scaler is not None and ts.get("scaler"):
+            self.scaler.load_state_dict(ts["scaler"])
+        torch.set_rng_state(ts["rng_torch"])
+        if "rng_cuda" in ts and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ts["rng_cuda"])
+        self.best_psnr, self.train_s = ts["best_psnr"], ts["train_s"]
+        step = int(ck["step"])
+        self.last_saved_step = step
+        log = self.out_dir / "metrics.jsonl"
+        if self.rank == 0 and log.exists():  # drop records of steps after the checkpoint (they are redone)
+            keep = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
+            log.write_text("".join(line + "\n" for line in keep))
+        return step
+
+    # --- the loop ------------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
+        """Train to `loop.steps` (or stop after step `stop_after`, saving last.pt, as if interrupted)."""
+        cfg, lp = self.cfg, self.cfg.loop
+        if self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        start = self._resume() if resume else 0
+        end = lp.steps if stop_after is None else min(lp.steps, stop_after)
+        for cb in self.callbacks:
+            cb.on_train_start(self, start, lp.steps)
+        self.student.train()
+        metrics: dict = {}
+        window: dict[str, float] = {}
+        n_window, t_window = 0, time.perf_counter()
+        data = self._batches(start)
+        step = start
+        while step < end:
+            batch = next(data)
+            for cb in self.callbacks:
+                cb.on_step_start(self, step)
+            self.criterion.set_weights(self.stage_at(step)[1])
+            lr = lr_at(step, cfg)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            t0 = time.perf_counter()
+            logs = self.train_step(batch, step)
+            self.train_s += time.perf_counter() - t0
+            step += 1
+            for k, v in logs.items():
+                window[k] = window.get(k, 0.0) + v
+            n_window += 1
+            for cb in self.callbacks:
+                cb.on_step_end(self, step, logs)
+            if self.rank == 0 and (step % lp.log_every == 0 or step == end):
+                record = {"step": step, "epoch": step // self.steps_per_epoch, "lr": lr,
+                          **{f"loss/{k}" if k != "grad_norm" else k: v / n_window for k, v in window.items()},
+                          "s_per_step": (time.perf_counter() - t_window) / n_window}
+                self._log(record)
+                for cb in self.callbacks:
+                    cb.on_log(self, step, record)
+                window, n_window, t_window = {}, 0, time.perf_counter()
+            validate = self.val_sets and ((cfg.val.every and step % cfg.val.every == 0) or step == lp.steps)
+            if self.rank == 0 and validate:
+                metrics = self.validate()
+                self._log({"step": step, **{f"val/{k}": v for k, v in metrics.items()}})
+                for cb in self.callbacks:
+                    cb.on_validation(self, step, metrics)
+                if metrics["psnr_y_mean"] > self.best_psnr:
+                    self.best_psnr = metrics["psnr_y_mean"]
+                    self.save("best.pt", step, metrics, resumable=False)
+                self.save("last.pt", step, metrics, resumable=True)
+            elif self.rank == 0 and ((lp.save_every and step % lp.save_every == 0) or step == end):
+                self.save("last.pt", step, metrics, resumable=True)
+        result = TrainResult(step, self.best_psnr, metrics, self.train_s, self.out_dir)
+        for cb in self.callbacks:
+            cb.on_train_end(self, result)
+        return result
