@@ -21,13 +21,15 @@ Examples:
   python tools/bench.py models                                   # everything, 256x256 LR, 2 threads
   python tools/bench.py models --models rlfn_s,genotype:dlsr_x2 --scale 2 --repeats 10
   python tools/bench.py models --device cuda
-  python tools/bench.py search-step --space dlsr --batch 4 --lr-patch 48      # issue #3's setting
-  python tools/bench.py search-step --space dlsr --batch 4 --lr-patch 48 --partial-channels 4
+  python tools/bench.py search-step --space dlsr --batch 4 --lr-patch 48      # issue #3's setting, K=1 and 4
+  python tools/bench.py search-step --space dlsr --batch 4 --lr-patch 48 --partial-channels 1 2 4
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import multiprocessing
 import os
 import platform
 import statistics
@@ -240,8 +242,7 @@ def search_config(args):
     from nas.config import SearchConfig
     from srcore.config import apply_overrides, from_dict
 
-    data = {"space": {"scale": args.scale, "channels": args.channels, "num_cells": args.num_cells,
-                      "partial_channels": args.partial_channels},
+    data = {"space": {"scale": args.scale, "channels": args.channels, "num_cells": args.num_cells},
             "data": {"batch_size": args.batch, "gt_size": args.lr_patch * args.scale}}
     if args.algorithm:
         data["arch"] = {"algorithm": args.algorithm}
@@ -304,66 +305,96 @@ def engine_step_timing():
 
 
 def bench_search_step(args, log) -> dict:
-    step_timing = engine_step_timing()
+    """Time the NAS engine's weight and arch steps side by side in one run: DLSR's released step
+    (re-implemented on the same supernet: no fusion, NCHW, arch step back-propagating train + val losses into
+    every parameter) and ours at each --partial-channels K; ratios to the measured DLSR step and to
+    issue #3's given figures."""
+    engine_step_timing()  # fail early, in this process, when the engine is missing
     config = search_config(args)
     torch.set_num_threads(args.threads)
     log.info(f"matmul reference: {args.matmul_size}x{args.matmul_size} fp32 on {args.threads} threads")
     mm = matmul_peak(args.matmul_size, args.threads, args.device)
-    log.info(f"engine: {args.steps} timed steps, batch {args.batch}, LR patch {args.lr_patch}, "
-             f"partial channels {args.partial_channels}")
-    t = dict(step_timing(config, args.steps, args.partial_channels))
-    missing = [k for k in ("weight_step_s", "arch_step_s", "peak_memory_bytes") if k not in t]
-    if missing:
-        raise ValueError(f"nas.search.step_timing returned no {', '.join(missing)} (got keys: {', '.join(t)})")
-    flops = weight_step_flops(config)
-    achieved = flops / t["weight_step_s"] / 1e9 if flops else None
+    variants = ([("DLSR released step (re-implemented)", 1, True)] if args.reference_step else []) + \
+        [(f"srnas, partial channels K={k}" if k > 1 else "srnas", k, False) for k in args.partial_channels]
+    rows = []
+    ctx = multiprocessing.get_context("spawn")
+    for label, k, reference in variants:
+        log.info(f"{label}: {args.steps} timed steps, batch {args.batch}, LR patch {args.lr_patch} (fresh process)")
+        # each variant in a fresh process: resident memory freed by an earlier variant stays with the allocator
+        # and would inflate a later variant's peak
+        with ctx.Pool(1, initializer=torch.set_num_threads, initargs=(args.threads,)) as pool:
+            t = dict(pool.apply(engine_step_timing(), (config, args.steps, k),
+                                {"device": args.device, "reference": reference}))
+        missing = [key for key in ("weight_step_s", "arch_step_s", "peak_memory_bytes") if key not in t]
+        if missing:
+            raise ValueError(f"nas.search.step_timing returned no {', '.join(missing)} (got keys: {', '.join(t)})")
+        flops = weight_step_flops(dataclasses.replace(config, space=dataclasses.replace(
+            config.space, partial_channels=k)))
+        rows.append({"variant": label, "partial_channels": k, "reference_algorithm": reference,
+                     "weight_step_s": t["weight_step_s"], "arch_step_s": t["arch_step_s"],
+                     "step_s": t["weight_step_s"] + t["arch_step_s"], "peak_memory_bytes": t["peak_memory_bytes"],
+                     "weight_step_flops": flops,
+                     "weight_step_gflops_per_s": flops / t["weight_step_s"] / 1e9 if flops else None,
+                     "engine": t})
     ref = ISSUE3_REFERENCE
+    ref_step = ref["weight_step_s"] + ref["arch_step_s"]
+    measured_ref = next((r for r in rows if r["reference_algorithm"]), None)
+    for r in rows:
+        r["ratio_to_issue3"] = {"step_s": r["step_s"] / ref_step,
+                                "peak_memory_bytes": r["peak_memory_bytes"] / ref["peak_memory_bytes"]}
+        if measured_ref:
+            r["ratio_to_measured_dlsr"] = {"step_s": r["step_s"] / measured_ref["step_s"],
+                                           "peak_memory_bytes": r["peak_memory_bytes"]
+                                           / measured_ref["peak_memory_bytes"]}
     setting = {"space": args.space, "batch": args.batch, "lr_patch": args.lr_patch, "scale": args.scale,
-               "num_cells": args.num_cells, "channels": args.channels, "partial_channels": args.partial_channels}
+               "num_cells": args.num_cells, "channels": args.channels}
     same_setting = all(setting[k] == v for k, v in ref["setting"].items() if k in setting)
-    ratios = {k: t[k] / ref[k] for k in ("weight_step_s", "arch_step_s", "peak_memory_bytes")}
     from srcore.config import to_dict
 
     return {"subcommand": "search-step", "setting": {**setting, "algorithm": config.arch.algorithm,
                                                      "steps": args.steps, "device": args.device},
-            "config": to_dict(config),
-            "measured": {"weight_step_s": t["weight_step_s"], "arch_step_s": t["arch_step_s"],
-                         "peak_memory_bytes": t["peak_memory_bytes"], "weight_step_flops": flops,
-                         "weight_step_gflops_per_s": achieved,
-                         "fraction_of_matmul_peak": achieved / mm["gflops_peak"] if achieved else None},
-            "engine": t, "matmul_reference": mm, "reference": ref,
-            "reference_same_setting": same_setting, "ratio_to_reference": ratios}
+            "config": to_dict(config), "rows": rows, "matmul_reference": mm, "reference": ref,
+            "reference_same_setting": same_setting}
+
+
+SEARCH_COLUMNS = ("variant", "s / weight step", "s / arch step", "s / (weight + arch)", "peak memory (GB)",
+                  "GFLOP/s (weight step)", "time vs DLSR step", "memory vs DLSR step", "time vs issue #3",
+                  "memory vs issue #3")
 
 
 def search_rows(p: dict) -> list[list[str]]:
-    m, ref, r = p["measured"], p["reference"], p["ratio_to_reference"]
-    rows = [["s / weight step", fmt(m["weight_step_s"], 3), fmt(ref["weight_step_s"], 2), fmt(r["weight_step_s"], 2)],
-            ["s / arch step", fmt(m["arch_step_s"], 3), fmt(ref["arch_step_s"], 2), fmt(r["arch_step_s"], 2)],
-            ["peak memory (GB)", fmt(m["peak_memory_bytes"], 2, 1e9), fmt(ref["peak_memory_bytes"], 1, 1e9),
-             fmt(r["peak_memory_bytes"], 2)],
-            ["GFLOP / weight step", fmt(m["weight_step_flops"], 2, 1e9), "-", "-"],
-            ["achieved GFLOP/s (weight step)", fmt(m["weight_step_gflops_per_s"], 1), "-", "-"],
-            [f"fp32 matmul {p['matmul_reference']['size']}² peak GFLOP/s", fmt(p["matmul_reference"]["gflops_peak"], 1),
-             "-", "-"]]
-    return rows
-
-
-SEARCH_COLUMNS = ("quantity", "measured", "issue #3 reference", "measured / reference")
+    out = []
+    for r in p["rows"]:
+        md = r.get("ratio_to_measured_dlsr", {})
+        out.append([r["variant"], fmt(r["weight_step_s"], 2), fmt(r["arch_step_s"], 2), fmt(r["step_s"], 2),
+                    fmt(r["peak_memory_bytes"], 2, 1e9), fmt(r["weight_step_gflops_per_s"], 1),
+                    fmt(md.get("step_s"), 2), fmt(md.get("peak_memory_bytes"), 2),
+                    fmt(r["ratio_to_issue3"]["step_s"], 2), fmt(r["ratio_to_issue3"]["peak_memory_bytes"], 2)])
+    ref = p["reference"]
+    out.append(["issue #3 figures (given, not measured here)", fmt(ref["weight_step_s"], 2),
+                fmt(ref["arch_step_s"], 2), fmt(ref["weight_step_s"] + ref["arch_step_s"], 2),
+                fmt(ref["peak_memory_bytes"], 1, 1e9), "-", "-", "-", "1.00", "1.00"])
+    return out
 
 
 def search_caption(p: dict) -> str:
     s = p["setting"]
-    note = "" if p["reference_same_setting"] else " (NOT the reference's setting: ratios are not like for like)"
+    note = "" if p["reference_same_setting"] else " (NOT issue #3's setting: its ratios are not like for like)"
     return (f"{s['space']} supernet x{s['scale']}, {s['num_cells']} cells, C={s['channels']}, batch {s['batch']}, "
-            f"LR patch {s['lr_patch']}, partial channels {s['partial_channels']}, arch algorithm "
-            f"{s['algorithm']}, {s['steps']} timed steps on {s['device']}{note}")
+            f"LR patch {s['lr_patch']}, arch algorithm {s['algorithm']}, median of {s['steps']} steps on "
+            f"{s['device']}{note}")
 
 
 def search_markdown(p: dict) -> str:
+    mm = p["matmul_reference"]
     lines = ["## NAS engine step (`tools/bench.py search-step`)", "", search_caption(p) + ".", "",
-             f"Machine: {machine_line(p['machine'])}.", "",
-             f"Reference: {p['reference']['source']}; setting {json.dumps(p['reference']['setting'])}.", "",
-             "| " + " | ".join(SEARCH_COLUMNS) + " |", "|---|---:|---:|---:|"]
+             f"Machine: {machine_line(p['machine'])}; fp32 matmul {mm['size']}² peak {mm['gflops_peak']:.1f} "
+             "GFLOP/s on the same threads.", "",
+             "'DLSR released step' is DLSR's search step re-implemented on our supernet (no op fusion, NCHW, the "
+             "arch step back-propagates the train + validation losses into every parameter), measured in the same "
+             f"run. Issue #3 figures: {p['reference']['source']}; setting {json.dumps(p['reference']['setting'])}. "
+             "Peak memory is the process's peak resident memory (it includes torch's own ~0.3-0.4 GB).", "",
+             "| " + " | ".join(SEARCH_COLUMNS) + " |", "|---|" + "---:|" * (len(SEARCH_COLUMNS) - 1)]
     lines += ["| " + " | ".join(row) + " |" for row in search_rows(p)]
     return "\n".join(lines)
 
@@ -371,7 +402,7 @@ def search_markdown(p: dict) -> str:
 def search_table(p: dict) -> Table:
     table = Table(title=search_caption(p))
     for col in SEARCH_COLUMNS:
-        table.add_column(col, justify="left" if col == "quantity" else "right", no_wrap=True)
+        table.add_column(col, justify="left" if col == "variant" else "right")
     for row in search_rows(p):
         table.add_row(*row)
     return table
@@ -408,7 +439,10 @@ def parse_args(argv):
     s.add_argument("--scale", type=int, default=2)
     s.add_argument("--channels", type=int, default=48)
     s.add_argument("--num-cells", type=int, default=6)
-    s.add_argument("--partial-channels", type=int, default=1, help="PC-DARTS K (1 = off)")
+    s.add_argument("--partial-channels", type=int, nargs="+", default=[1, 4],
+                   help="PC-DARTS K values to time (1 = off); default: 1 and 4")
+    s.add_argument("--no-reference-step", dest="reference_step", action="store_false",
+                   help="skip timing DLSR's released step (re-implemented) in the same run")
     s.add_argument("--algorithm", choices=("first_order", "dlsr", "second_order"),
                    help="arch step algorithm (default: the search config's)")
     s.add_argument("--steps", type=int, default=3, help="timed weight + arch steps")
