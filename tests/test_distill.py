@@ -378,3 +378,19 @@ def test_teacher_cache_serves_fixed_patches(tmp_path, hr_dir, teacher_file):
     with torch.no_grad():
         fresh = tr.teachers[0](item["lq"][None])[0]
     assert torch.allclose(tr.cache[("t0", 5, 32)], fresh, atol=1e-6)
+
+
+def test_ema_warms_up_from_the_first_update():
+    """decay_n = min(decay, (1 + n) / (10 + n)): the first update keeps 10% of the initial weights, not 99.9%."""
+    from distill.trainer import EMA
+
+    model = torch.nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.0)
+    ema = EMA(model, 0.999)
+    with torch.no_grad():
+        model.weight.fill_(1.0)
+    ema.update(model, 0)
+    assert torch.allclose(ema.model.weight, torch.full((1, 2), 0.9))
+    assert ema.decay_at(10_000) == 0.999 and ema.decay_at(1) == pytest.approx(2 / 11)
+    assert model.weight.requires_grad and not ema.model.weight.requires_grad

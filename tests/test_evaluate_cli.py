@@ -28,14 +28,6 @@ finally:
 SET5 = ("baby", "bird", "butterfly", "head", "woman")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """2-thread convolutions crawl on a busy 2-core machine; one thread is several times faster there."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 def _run(args: list[str], tmp_path, name="out.json") -> dict:
     out = tmp_path / name
@@ -233,3 +225,9 @@ def test_error_through_a_real_process(tmp_path):
     assert p.returncode == 2
     lines = [line for line in p.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and str(missing) in lines[0] and "Traceback" not in p.stderr, p.stderr
+
+
+def test_per_image_table_lists_every_image(capsys):
+    assert evaluate_cli.main(["--arch", "bicubic", "--scale", "2", "--data", "builtin", "--per-image"]) == 0
+    err = capsys.readouterr().err
+    assert "per image" in err and "chelsea" in err and "coffee" in err

@@ -50,15 +50,6 @@ PRESETS = REPO / "configs" / "search"
 TINY_OPS = ("identity", "conv_1x1", "conv_3x3", "sep_conv_3x3")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny networks: one thread is fastest and immune to a busy machine's thread contention."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def image_dir(tmp_path_factory) -> Path:
     """Eight small random-texture RGB images: loads in milliseconds (the presets use builtin:train)."""

@@ -15,14 +15,6 @@ CASES = [(name, s) for name in zoo.list_models() for s in zoo.get_entry(name).sc
 SMALL = {"rcan": {"n_resgroups": 2, "n_resblocks": 2}}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Many tiny convolutions: on a busy 2-core machine one thread is several times faster than two."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
 
 @pytest.mark.parametrize("name,scale", CASES, ids=[f"{n}-x{s}" for n, s in CASES])
 def test_builds_and_upscales(name, scale):

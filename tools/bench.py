@@ -32,7 +32,9 @@ import json
 import multiprocessing
 import os
 import platform
+import shlex
 import statistics
+import sys
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -471,8 +473,11 @@ def main(argv=None) -> int:
         payload = {"machine": machine, **bench_search_step(args, log)}
         table, markdown = search_table(payload), search_markdown(payload)
     (console if console.is_terminal else Console(stderr=True, width=160)).print(table)  # logs: no squeezed columns
+    command = "python tools/bench.py " + " ".join(shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv))
+    payload["command"] = command
+    title, _, body = markdown.partition("\n")
     write_json(args.json, payload)
-    write_doc_section(args.doc, args.command, markdown)
+    write_doc_section(args.doc, args.command, f"{title}\n\nMade by `{command}`.\n{body}")
     log.info(f"wrote {args.json} and the '{args.command}' section of {args.doc}")
     return 0
 

@@ -49,6 +49,7 @@ def parse_args(argv):
     p.add_argument("--gray", choices=("luma", "rgb"), default="luma",
                    help="gray images: score gray values (luma, MATLAB tables) or as 3-channel Y (rgb, python scripts)")
     p.add_argument("--save-images", type=Path, help="write SR images to DIR/<dataset>/x<s>/<name>.png")
+    p.add_argument("--per-image", action="store_true", help="also print a table with every image's scores")
     p.add_argument("--json", type=Path, help="write results (per set and per image) to this JSON file")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, help="torch CPU threads")
@@ -134,6 +135,15 @@ def main(argv=None) -> int:
         table.add_row(r.dataset, str(r.n_images), fmt(r.psnr_y, 3), fmt(r.ssim_y, 4), fmt(r.psnr_rgb, 3),
                       fmt(r.ssim_rgb, 4))
     console.print(table)
+    if args.per_image:
+        for r in results:
+            per = Table(title=f"{r.dataset} x{scale}: per image")
+            for col in ("image", "PSNR-Y", "SSIM-Y", "PSNR-RGB", "SSIM-RGB"):
+                per.add_column(col, justify="left" if col == "image" else "right")
+            for im in r.images:
+                per.add_row(im["name"], fmt(im["psnr_y"], 3), fmt(im["ssim_y"], 4), fmt(im["psnr_rgb"], 3),
+                            fmt(im["ssim_rgb"], 4))
+            console.print(per)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"model": label, "scale": scale, "self_ensemble": args.self_ensemble, "tile": args.tile,
