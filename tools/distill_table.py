@@ -23,11 +23,12 @@ import statistics
 from pathlib import Path
 
 import torch
-from common import CONFIGS, REPO, console, progress, run_cli, setup_logging
+from common import CONFIGS, REPO, console, run_cli, setup_logging
+from train import RichProgress
 
 from distill.config import TrainConfig
 from distill.pretrained import load_pretrained
-from distill.trainer import Callback, Trainer
+from distill.trainer import Trainer
 from srcore.checkpoint import read_checkpoint
 from srcore.config import load_config, to_dict
 from srcore.cost import count_params
@@ -103,22 +104,6 @@ def method_config(method: str, steps: int, seed: int, shared: Path) -> TrainConf
         loop=dataclasses.replace(base.loop, steps=steps, seed=seed, log_every=max(1, min(base.loop.log_every, steps))))
 
 
-class Bar(Callback):
-    def __init__(self, label):
-        self.label, self.prog = label, None
-
-    def on_train_start(self, trainer, start_step, total_steps):
-        self.prog = progress()
-        self.prog.start()
-        self.task = self.prog.add_task(self.label, total=total_steps, completed=start_step)
-
-    def on_step_end(self, trainer, step, losses):
-        self.prog.update(self.task, completed=step)
-
-    def on_train_end(self, trainer, result):
-        self.prog.stop()
-
-
 def score(model, sets: list[BenchmarkSet], device) -> dict:
     out = {}
     for ds in sets:
@@ -134,7 +119,7 @@ def run_one(method: str, seed: int, args, sets, log) -> dict:
     prev = read_checkpoint(last) if last.exists() else None
     same = prev is not None and prev["config"] == to_dict(cfg)
     if not (same and prev["step"] == args.steps):  # reuse a finished run, resume an interrupted one
-        Trainer(cfg, run_dir, args.device, [Bar(f"{LABELS[method]} seed {seed}")]).fit(resume=same)
+        Trainer(cfg, run_dir, args.device, [RichProgress(log, f"{LABELS[method]} seed {seed}")]).fit(resume=same)
     ck = read_checkpoint(last)
     train_s = float(ck["train_state"]["train_s"])
     model, _ = load_checkpoint_model(last, args.device)
