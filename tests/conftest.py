@@ -1,7 +1,9 @@
 """Shared test helpers: where ../shared is, and skip-or-fail when it is absent."""
 from __future__ import annotations
 
+import importlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,3 +26,12 @@ def require_shared(*parts: str) -> Path:
             pytest.fail(msg)
         pytest.skip(msg)
     return path
+
+
+def import_tool(name: str):
+    """Import a script from tools/ (the scripts import `common` by name, so tools/ is on sys.path meanwhile)."""
+    sys.path.insert(0, str(REPO / "tools"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO / "tools"))

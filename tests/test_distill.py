@@ -6,7 +6,6 @@ Runs on tiny students (the DLSR genotype cut to 2 cells at C=8), a few patches o
 """
 from __future__ import annotations
 
-import importlib
 import json
 import math
 import os
@@ -17,7 +16,7 @@ import sys
 import pytest
 import torch
 import yaml
-from conftest import REPO, require_shared
+from conftest import REPO, import_tool, require_shared
 from torch import nn
 
 from distill.config import LossTerm, TrainConfig
@@ -258,14 +257,9 @@ def test_zoom_in_tiles_and_invertible_augmentations():
 # end to end
 
 
-def tool(name):
-    sys.path.insert(0, str(REPO / "tools"))
-    return importlib.import_module(name)
-
-
 def test_smoke_cli_then_evaluate_checkpoint(tmp_path):
     out = tmp_path / "run"
-    rc = tool("train").main(["--config", "smoke", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
+    rc = import_tool("train").main(["--config", "smoke", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
                              "--set", "loop.steps=4", "val.every=2", "pretrain_teacher.steps=2", "data.repeat=1"])
     assert rc == 0
     assert len(list((tmp_path / "cache").glob("teacher-rlfn_s-x2-*.pt"))) == 1  # the cached quickstart teacher
@@ -275,7 +269,7 @@ def test_smoke_cli_then_evaluate_checkpoint(tmp_path):
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any({"loss/l1", "loss/kd", "loss/fitnet", "loss/total"} <= set(r) for r in records)
     assert any("val/psnr_y_mean" in r for r in records)
-    assert tool("evaluate").main(["--checkpoint", str(out / "best.pt"), "--data", "builtin",
+    assert import_tool("evaluate").main(["--checkpoint", str(out / "best.pt"), "--data", "builtin",
                                   "--json", str(tmp_path / "eval.json")]) == 0
     ev = json.loads((tmp_path / "eval.json").read_text())["results"][0]
     assert ev["psnr_y"] > 5

@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, require_shared
+from conftest import REPO, import_tool, require_shared
 from PIL import Image
 
 from distill import zoo
@@ -18,12 +18,8 @@ from srcore.checkpoint import save_checkpoint
 from srcore.imageio import read_image
 from srcore.modelspec import arch_spec
 
-sys.path.insert(0, str(REPO / "tools"))
-try:
-    import evaluate as evaluate_cli
-    from common import run_cli
-finally:
-    sys.path.remove(str(REPO / "tools"))
+evaluate_cli = import_tool("evaluate")
+run_cli = import_tool("common").run_cli
 
 SET5 = ("baby", "bird", "butterfly", "head", "woman")
 

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, require_shared
+from conftest import import_tool, require_shared
 from scipy.ndimage import correlate
 from skimage.metrics import structural_similarity
 
@@ -160,12 +159,7 @@ def test_shape_mismatch_is_an_error():
 
 @pytest.fixture(scope="module")
 def evaluate_main():
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        from evaluate import main
-    finally:
-        sys.path.remove(str(REPO / "tools"))
-    return main
+    return import_tool("evaluate").main
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

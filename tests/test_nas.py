@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import import_tool
 from torch.func import functional_call
 
 from nas.architect import Architect
@@ -40,12 +41,8 @@ from srcore.data import PatchDataset
 from srcore.imageio import write_png
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tools"))
-try:
-    import derive as derive_cli
-    import search as search_cli
-finally:
-    sys.path.remove(str(REPO / "tools"))
+derive_cli = import_tool("derive")
+search_cli = import_tool("search")
 PRESETS = REPO / "configs" / "search"
 TINY_OPS = ("identity", "conv_1x1", "conv_3x3", "sep_conv_3x3")
 

@@ -7,6 +7,7 @@ import types
 from pathlib import Path
 
 import pytest
+from conftest import import_tool
 
 from search_spaces.genotype import load_genotype, validate
 
@@ -17,13 +18,7 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 @pytest.fixture(scope="module")
 def tools():
     """The two tool modules (tools/ is a folder of scripts that import `common` by name)."""
-    sys.path.insert(0, str(REPO / "tools"))
-    try:
-        import bench
-        import plot_genotype
-    finally:
-        sys.path.remove(str(REPO / "tools"))
-    return types.SimpleNamespace(bench=bench, plot=plot_genotype)
+    return types.SimpleNamespace(bench=import_tool("bench"), plot=import_tool("plot_genotype"))
 
 
 def history(g, steps=(0, 10, 20), per_cell=False) -> list[dict]:
