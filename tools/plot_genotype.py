@@ -49,7 +49,8 @@ COLORS = {  # node kind -> box face colour
 SHORT_OPS = {"conv_1x1": "1x1", "conv_3x3": "3x3", "conv_5x5": "5x5", "conv_7x7": "7x7",
              "sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "sep_conv_7x7": "sep7",
              "dil_conv_3x3": "dil3", "dil_conv_5x5": "dil5", "identity": "id",
-             "rep_conv_3x3": "rep3", "rep_conv_5x5": "rep5"}
+             "rep_conv_3x3": "rep3", "rep_conv_5x5": "rep5", "ecb_3x3": "ecb3", "rrrb_3x3": "rrrb3",
+             "conv3xc_3x3": "3xc3"}
 
 
 # ----------------------------------------------------------------------------------------------------
