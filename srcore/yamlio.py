@@ -6,13 +6,15 @@ builds that as shared objects in no time, and then whatever walks the result (a 
 `dataclasses.asdict`, `json.dumps`) hangs. `safe_load` composes the document's node graph first, counts the
 nodes it stands for with every alias expanded (linear in the graph: each distinct node is counted once), and
 refuses the document, naming its source, when that count exceeds `MAX_NODES` or an alias refers to a node
-that contains it (a recursive structure). Deeply nested documents are refused too (`MAX_DEPTH`).
+that contains it (a recursive structure). Deeply nested documents (`MAX_DEPTH`) and documents larger than
+`MAX_BYTES` are refused before PyYAML's scanner sees them (its time grows with the square of the nesting).
 
 Every YAML read in srnas (configs, `--set` values, genotypes) goes through `safe_load`; writing stays
 `yaml.safe_dump`. Problems are `YAMLLoadError` (a ValueError) with a one-line message.
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -20,6 +22,7 @@ from yaml.nodes import MappingNode, Node, SequenceNode
 
 MAX_NODES = 100_000  # values in a document with every alias expanded (our configs have a few hundred)
 MAX_DEPTH = 100  # nesting levels of sequences/mappings
+MAX_BYTES = 1_000_000  # document size (our configs and genotypes are a few kB; PyYAML reads ~100 kB/s)
 
 
 class YAMLLoadError(ValueError):
@@ -40,8 +43,8 @@ def _expanded_size(root: Node, source: str) -> int:
             children = _children(node)
             sizes[key] = 1 + sum(sizes[id(c)] for c in children)
             if sizes[key] > MAX_NODES:
-                raise YAMLLoadError(f"{source}: the document expands to more than {MAX_NODES} values through "
-                                    "its aliases (a YAML alias bomb?); refused")
+                raise YAMLLoadError(f"{source}: the document expands to more than {MAX_NODES} values (with its "
+                                    "aliases expanded: a YAML alias bomb?); refused")
             continue
         if key in sizes:
             continue
@@ -74,12 +77,43 @@ def _describe(e: yaml.YAMLError) -> str:
     return " ".join(str(e).split())
 
 
+def _bracket_depth(text: str) -> int:
+    """An upper bound of the flow nesting ([ and {) of `text`, counting every bracket (quoted ones too)."""
+    depth = most = 0
+    for ch in re.findall(r"[\[\]{}]", text):
+        depth = depth + 1 if ch in "[{" else max(depth - 1, 0)
+        most = max(most, depth)
+    return most
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader whose composer stops at MAX_DEPTH levels (instead of recursing until Python's stack ends)."""
+
+    source = "YAML"
+    _depth = 0
+
+    def compose_node(self, parent, index):
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH:
+                raise YAMLLoadError(f"{self.source}: nested more than {MAX_DEPTH} levels deep; refused")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def safe_load(text: str, source: str = "YAML") -> Any:
     """Parse YAML `text` like `yaml.safe_load`, refusing alias bombs, recursion and excessive nesting.
 
     Every problem is a one-line `YAMLLoadError` starting with `source` (a file name, `--set key`, ...).
     """
-    loader = yaml.SafeLoader(text)
+    if len(text) > MAX_BYTES:
+        raise YAMLLoadError(f"{source}: {len(text)} characters, more than the {MAX_BYTES} a config or genotype "
+                            "may have; refused")
+    if _bracket_depth(text) > MAX_DEPTH:  # PyYAML's scanner is quadratic in flow nesting: refuse before it runs
+        raise YAMLLoadError(f"{source}: nested more than {MAX_DEPTH} levels deep; refused")
+    loader = _BoundedLoader(text)
+    loader.source = source
     try:
         node = loader.get_single_node()
         if node is None:
