@@ -186,6 +186,11 @@ def test_pipeline_resume_keeps_finished_stages(tmp_path, monkeypatch):
     assert pipeline_cli.main(["--config", "smoke", "--out", str(out), "--resume"]) == 0
     assert [c[0] for c in calls] == ["train", "evaluate"] and "--resume" in calls[0][1]
     calls.clear()
+    (out / "train" / "last.pt").unlink()  # killed before its first checkpoint: nothing to continue, redo it
+    (out / "train" / "metrics.jsonl").write_text("")
+    assert pipeline_cli.main(["--config", "smoke", "--out", str(out), "--resume"]) == 0
+    assert [c[0] for c in calls] == ["train", "evaluate"] and "--overwrite" in calls[0][1]
+    calls.clear()
     assert pipeline_cli.main(["--config", "smoke", "--out", str(out), "--overwrite"]) == 0
     assert [c[0] for c in calls] == ["search", "train", "evaluate"] and "--resume" not in calls[1][1]
 

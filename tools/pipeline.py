@@ -84,9 +84,8 @@ def _pipeline(args, cfg: PipelineConfig, log) -> int:
         log.info(f"[1/3] search: kept the finished search in {search_dir}")
     else:
         log.info(f"[1/3] search ({cfg.search.config}) -> {search_dir}")
-        argv_search = ["--config", cfg.search.config, "--out", str(search_dir), *runtime]
-        if args.resume and (search_dir / "checkpoint.pt").is_file():
-            argv_search.append("--resume")
+        argv_search = ["--config", cfg.search.config, "--out", str(search_dir), *runtime,
+                       *_continue(args, search_dir, "checkpoint.pt")]
         rc = search.main(argv_search + [a for s in cfg.search.set for a in ("--set", s)])
         if rc != 0:
             return _stopped(rc, args, log)
@@ -96,8 +95,7 @@ def _pipeline(args, cfg: PipelineConfig, log) -> int:
                   "--set", f"student.genotype={genotype}", *cfg.train.set]
     if args.teacher or args.teacher_weights:
         argv_train += ["--teacher", args.teacher or "", "--teacher-weights", args.teacher_weights or ""]
-    if args.resume and (train_dir / "last.pt").is_file():
-        argv_train.append("--resume")
+    argv_train += _continue(args, train_dir, "last.pt")
     rc = train.main(argv_train)
     if rc != 0:
         return _stopped(rc, args, log)
@@ -114,6 +112,13 @@ def _pipeline(args, cfg: PipelineConfig, log) -> int:
     (args.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     log.info(f"wrote {args.out / 'summary.json'}")
     return 0
+
+
+def _continue(args, stage_dir: Path, checkpoint: str) -> list[str]:
+    """A stage's flag under pipeline --resume: continue from its checkpoint, or redo what has none."""
+    if not args.resume or not stage_dir.exists():
+        return []
+    return ["--resume"] if (stage_dir / checkpoint).is_file() else ["--overwrite"]
 
 
 def _stopped(rc: int, args, log) -> int:

@@ -108,8 +108,8 @@ class Interrupted(Exception):
 
 
 class StopOnInterrupt(Callback):
-    """Ends training at the first step boundary after a (deferred) Ctrl-C; keeps the last validation metrics
-    so the checkpoint saved on the way out carries them."""
+    """At the first step boundary after a (deferred) Ctrl-C: saves last.pt (with the last validation metrics),
+    while the run folder is still locked, and ends training by raising Interrupted."""
 
     def __init__(self, interrupt: DeferredInterrupt | None):
         self.interrupt, self.metrics = interrupt, {}
@@ -122,6 +122,7 @@ class StopOnInterrupt(Callback):
 
     def on_step_end(self, trainer, step, losses):
         if self.interrupt is not None and self.interrupt.requested and step < trainer.cfg.loop.steps:
+            trainer.save("last.pt", step, self.metrics, resumable=True)  # the same state a periodic save holds
             raise Interrupted(trainer, step)
 
 
@@ -149,14 +150,17 @@ def pretrained_teacher(cfg: TrainConfig, cache_dir: Path, device: str, callbacks
     rank = dist.get_rank() if dist.is_initialized() else 0
     log = logging.getLogger("srnas")
     # another train.py may be training the same teacher: wait for it, then use its result
-    with claim_run_dir(run_dir, outputs=OUTPUTS, resume=(run_dir / "last.pt").exists(), tool="teacher",
-                       wait=True, on_wait=lambda who: log.info(f"waiting for {who}, which trains the same teacher "
-                                                               f"in {run_dir}"), enabled=rank == 0):
+    with claim_run_dir(run_dir, outputs=OUTPUTS, resume=True, tool="teacher", wait=True, enabled=rank == 0,
+                       on_wait=lambda who: log.info(f"waiting for {who}, which trains the same teacher in {run_dir}")):
         if dist.is_initialized():
             dist.barrier()  # every rank past rank 0's claim: the cache file below is then final
         if path.exists():
             return path
-        Trainer(tcfg, run_dir, device, callbacks).fit(resume=(run_dir / "last.pt").exists())
+        resume = (run_dir / "last.pt").exists()
+        if not resume and rank == 0:  # leftovers of a run killed before its first checkpoint
+            for name in OUTPUTS:
+                (run_dir / name).unlink(missing_ok=True)
+        Trainer(tcfg, run_dir, device, callbacks).fit(resume=resume)
         if rank == 0:
             _publish_teacher(run_dir, path)
     if dist.is_initialized():
@@ -265,7 +269,6 @@ def main(argv=None) -> int:
             except Interrupted as e:
                 for bar in bars:
                     bar.close()
-                e.trainer.save("last.pt", e.step, stop.metrics, resumable=True)
                 student = e.trainer.out_dir == args.out
                 log.warning(f"interrupted: saved {e.trainer.out_dir / 'last.pt'} at step {e.step}; continue with: "
                             f"{resume_command(args, argv, resume=student or args.resume)}")
