@@ -160,7 +160,8 @@ class RunLock:
     @staticmethod
     def _read(fd: int) -> dict | None:
         try:
-            data = os.pread(fd, 65536, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            data = os.read(fd, 65536)
             rec = json.loads(data.decode()) if data.strip() else None
         except (OSError, ValueError, UnicodeDecodeError):
             return None
@@ -213,7 +214,8 @@ class RunLock:
                 continue
             self.took_over = self._read(fd)  # a record left by a process that died holding the lock
             os.ftruncate(fd, 0)
-            os.pwrite(fd, self._record(), 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, self._record())
             self.fd = fd
             return self
 

@@ -1,11 +1,9 @@
 """What every CLI in tools/ shares: rich logging, progress bars, clean one-line errors, device/thread
-options, deferred Ctrl-C, repo paths."""
+options, repo paths."""
 from __future__ import annotations
 
 import logging
-import signal
 import sys
-import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -97,31 +95,3 @@ def setup_runtime(args) -> None:
     threads = check_threads(getattr(args, "threads", None))
     if threads is not None:
         torch.set_num_threads(threads)
-
-
-# --- Ctrl-C ---------------------------------------------------------------------------------------------
-
-
-class DeferredInterrupt:
-    """Within the block, the first Ctrl-C only sets `requested` (the caller stops at its next safe point and
-    saves); a second one interrupts at once. A no-op outside the main thread."""
-
-    def __init__(self):
-        self.requested = False
-        self._old = None
-
-    def __enter__(self) -> DeferredInterrupt:
-        if threading.current_thread() is threading.main_thread():
-            self._old = signal.getsignal(signal.SIGINT)
-            signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def _handle(self, signum, frame) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __exit__(self, *exc) -> bool:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
-        return False

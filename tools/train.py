@@ -32,11 +32,12 @@ from pathlib import Path
 
 import torch
 import torch.distributed as dist
-from common import CONFIGS, DeferredInterrupt, print_error, progress, run_cli, setup_logging, setup_runtime
+from common import CONFIGS, print_error, progress, run_cli, setup_logging, setup_runtime
 
 from distill.config import LossTerm, StudentConfig, TeacherConfig, TrainConfig
 from distill.trainer import Callback, NonFiniteLoss, Trainer
 from srcore.config import ConfigError, load_config, to_dict
+from srcore.interrupt import DeferredInterrupt
 from srcore.layers import min_input_size
 from srcore.rundir import RunDirError, claim_run_dir
 
