@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from srcore.config import ConfigError
+from srcore.config import ConfigError, check_min, check_range
 
 LOSS_KINDS = ("l1", "charbonnier", "output_kd", "fitnet", "facd", "lsfd", "zoom_in", "zoom_out_pix",
               "zoom_out_kd", "enhanced_hr")
@@ -64,6 +64,9 @@ class DataConfig:
     fixed_patches: bool = False  # same patches every epoch (epoch 0's); lets the teacher cache hit
     cache_teacher: bool = False  # cache teacher SR outputs per patch (needs fixed_patches)
 
+    def __post_init__(self):
+        check_min("data", self, gt_size=2, batch_size=1, repeat=1, num_workers=0)
+
 
 @dataclass
 class OptimConfig:
@@ -74,6 +77,15 @@ class OptimConfig:
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     ema: float = 0.0  # EMA decay of the student weights (e.g. 0.999); 0 = off
 
+    def __post_init__(self):
+        if self.lr <= 0:
+            raise ConfigError(f"optim.lr = {self.lr}: must be > 0")
+        for i, b in enumerate(self.betas):
+            if not 0 <= b < 1:
+                raise ConfigError(f"optim.betas[{i}] = {b}: must be in [0, 1)")
+        check_min("optim", self, weight_decay=0, grad_clip=0)
+        check_range("optim", self, "ema", 0, 1, hi_open=True)
+
 
 @dataclass
 class ScheduleConfig:
@@ -82,6 +94,13 @@ class ScheduleConfig:
     min_lr: float = 1e-7  # cosine floor
     milestones: list[int] = field(default_factory=list)  # multistep: steps where lr *= gamma
     gamma: float = 0.5
+
+    def __post_init__(self):
+        check_min("schedule", self, warmup_steps=0, min_lr=0)
+        if self.gamma <= 0:
+            raise ConfigError(f"schedule.gamma = {self.gamma}: must be > 0")
+        if any(m < 0 for m in self.milestones):
+            raise ConfigError(f"schedule.milestones = {self.milestones}: steps must be >= 0")
 
 
 @dataclass
@@ -107,12 +126,18 @@ class StageConfig:
     gt_size: int | None = None  # HR patch side from here on (progressive learning)
     weights: dict[str, float] = field(default_factory=dict)  # loss name -> weight from here on
 
+    def __post_init__(self):
+        check_min("stages", self, start=0, gt_size=2)
+
 
 @dataclass
 class ValConfig:
     data: list[str] = field(default_factory=list)  # benchmark folders or 'builtin'
     every: int = 0  # steps between validations (0: only at the end, if data is given)
     max_images: int = 0  # score only the first N images of each set (0: all)
+
+    def __post_init__(self):
+        check_min("val", self, every=0, max_images=0)
 
 
 @dataclass
@@ -126,6 +151,9 @@ class LoopConfig:
     amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
     deterministic: bool = True  # torch.use_deterministic_algorithms (bit-identical resume on CPU)
 
+    def __post_init__(self):
+        check_min("loop", self, steps=1, seed=0, log_every=1, save_every=0)
+
 
 @dataclass
 class PretrainTeacherConfig:
@@ -133,6 +161,11 @@ class PretrainTeacherConfig:
     kwargs: dict[str, Any] = field(default_factory=dict)
     steps: int = 1000
     lr: float = 5e-4
+
+    def __post_init__(self):
+        check_min("pretrain_teacher", self, steps=1)
+        if self.lr <= 0:
+            raise ConfigError(f"pretrain_teacher.lr = {self.lr}: must be > 0")
 
 
 @dataclass

@@ -40,6 +40,7 @@ from srcore.checkpoint import read_checkpoint, save_checkpoint
 from srcore.config import ConfigError, to_dict
 from srcore.data import BenchmarkSet, DataError, PatchDataset
 from srcore.evaluation import evaluate_model
+from srcore.jsonl import trim_jsonl
 from srcore.modelspec import arch_spec, build_model, genotype_spec, load_checkpoint_model, spec_scale
 
 from .config import StudentConfig, TeacherConfig, TrainConfig
@@ -476,10 +477,8 @@ class Trainer:
         self.best_psnr, self.train_s = ts["best_psnr"], ts["train_s"]
         step = int(ck["step"])
         self.last_saved_step = step
-        log = self.out_dir / "metrics.jsonl"
-        if self.rank == 0 and log.exists():  # drop records of steps after the checkpoint (they are redone)
-            keep = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
-            log.write_text("".join(line + "\n" for line in keep))
+        if self.rank == 0:  # drop records of steps after the checkpoint (they are redone) and a torn last line
+            trim_jsonl(self.out_dir / "metrics.jsonl", step)
         return step
 
     # --- the loop ------------------------------------------------------------------------------------------

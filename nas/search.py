@@ -61,6 +61,7 @@ from search_spaces.genotype import Genotype, save_genotype
 from srcore.checkpoint import CheckpointError, load_file, save_checkpoint
 from srcore.config import from_dict, to_dict
 from srcore.data import DataError, PatchDataset
+from srcore.jsonl import trim_jsonl
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "alpha_history.jsonl"
@@ -358,13 +359,7 @@ class Search:
 
     def _trim_history(self, step: int) -> None:
         """Drop history lines written after the checkpoint being resumed (a crash between checkpoints)."""
-        path = self.out / HISTORY
-        if not path.is_file():
-            return
-        keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, path)
+        trim_jsonl(self.out / HISTORY, step)  # a torn last line (a kill mid-write) is dropped with a warning
 
     # --- the loop ------------------------------------------------------------------------------------------
 

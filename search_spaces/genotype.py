@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 
 from search_spaces.ops import OPS
+from srcore.yamlio import safe_load
 
 VERSION = 1
 SPACES = ("dlsr",)
@@ -219,10 +220,7 @@ def list_genotypes() -> list[str]:
 
 def parse_genotype(text: str, source: str = "genotype") -> Genotype:
     """Parse genotype YAML text; any problem is a one-line ValueError starting with `source`."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ValueError(f"{source}: not valid YAML: {' '.join(str(e).split())}") from None
+    raw = safe_load(text, source)  # srcore.yamlio: alias bombs and recursive aliases are refused
     return validate(raw, source)
 
 

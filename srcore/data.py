@@ -23,7 +23,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .imageio import is_image_file, read_image, to_8bit, to_tensor
-from .imresize import bicubic_degrade, modcrop
+from .imresize import ImageTooLarge, bicubic_degrade, modcrop
+from .paths import describe, expand_shared
 
 SCALES = (2, 3, 4)
 
@@ -78,9 +79,9 @@ class Layout:
 
 
 def find_layout(root: str | os.PathLike, scale: int) -> Layout:
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: no such dataset folder")
+    if not Path(expand_shared(root)).is_dir():
+        raise DataError(f"{describe(root)}: no such dataset folder")
+    root = Path(expand_shared(root))
     sx = f"X{scale}"
     if (root / "HR").is_dir():
         lr = root / "LR_bicubic" / sx
@@ -121,6 +122,7 @@ class Sample:
     name: str
     gt: np.ndarray  # uint8 (H, W[, 3]), modcropped to s * LR size
     lq: np.ndarray  # uint8 (H/s, W/s[, 3])
+    source: str = ""  # the HR file (or builtin:<name>), for error messages
 
 
 class BenchmarkSet:
@@ -140,7 +142,7 @@ class BenchmarkSet:
             return
         self._builtin = None
         layout = find_layout(root, scale)
-        self.name = name or Path(root).resolve().name
+        self.name = name or layout.root.resolve().name
         hrs = _images_in(layout.hr_dir)
         if not hrs:
             raise DataError(f"{layout.hr_dir}: no images")
@@ -153,25 +155,37 @@ class BenchmarkSet:
         for i, (stem, hr_path, lr_path) in enumerate(self.items):
             if self._builtin is not None:
                 hr = self._builtin[i][1]
-                yield Sample(stem, modcrop(hr, self.scale), bicubic_degrade(hr, self.scale))
+                yield Sample(stem, modcrop(hr, self.scale), bicubic_degrade(hr, self.scale), f"builtin:{stem}")
                 continue
             hr = to_8bit(read_image(hr_path))
+            h, w = hr.shape[:2]
+            if min(h, w) < self.scale:
+                raise DataError(f"{hr_path}: image {w}x{h} is smaller than the scale x{self.scale} "
+                                f"(no LR pixel left)")
             if lr_path is None:
-                yield Sample(stem, modcrop(hr, self.scale), bicubic_degrade(hr, self.scale))
+                yield Sample(stem, modcrop(hr, self.scale), _degrade(hr, self.scale, hr_path), str(hr_path))
             else:
                 lq = to_8bit(read_image(lr_path))
-                yield Sample(stem, check_pair(hr, lq, self.scale, str(hr_path), str(lr_path)), lq)
+                yield Sample(stem, check_pair(hr, lq, self.scale, str(hr_path), str(lr_path)), lq, str(hr_path))
+
+
+def _degrade(hr: np.ndarray, scale: int, path: Path | str) -> np.ndarray:
+    """bicubic_degrade, with an image beyond imresize's pixel bound reported against its file."""
+    try:
+        return bicubic_degrade(hr, scale)
+    except ImageTooLarge as e:
+        raise DataError(f"{path}: {e}") from None
 
 
 def _load_train_images(source: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
     s = str(source)
     if s.startswith("builtin"):
         return builtin_images(s.split(":", 1)[1] if ":" in s else "train")
-    folder = Path(source)
+    folder = Path(expand_shared(source))
     if (folder / "HR").is_dir():
         folder = folder / "HR"
     if not folder.is_dir():
-        raise DataError(f"{folder}: no such training folder")
+        raise DataError(f"{describe(source)}: no such training folder")
     files = _images_in(folder)
     if not files:
         raise DataError(f"{folder}: no images")
@@ -202,7 +216,7 @@ class PatchDataset(Dataset):
             if hr.ndim == 2:
                 hr = np.repeat(hr[:, :, None], 3, axis=2)
             hr = modcrop(hr, scale)
-            self.images.append((hr, bicubic_degrade(hr, scale)))
+            self.images.append((hr, _degrade(hr, scale, name)))
             self.names.append(name)
 
     def set_epoch(self, epoch: int) -> None:

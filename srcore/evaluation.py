@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import BenchmarkSet, Sample
+from .data import BenchmarkSet, DataError, Sample
 from .imageio import to_tensor
 from .imresize import imresize, modcrop
-from .metrics import psnr, rgb_to_y, ssim, to_uint8
+from .layers import min_input_size
+from .metrics import SSIM_WINDOW, psnr, rgb_to_y, ssim, to_uint8
 
 _LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
 
@@ -34,14 +35,16 @@ def forward_tiled(model: nn.Module, x: torch.Tensor, scale: int, tile: int, over
     """Run `model` on (1, C, H, W) `x` in tile x tile LR windows that overlap by `overlap` pixels on each
     side; each window's centre is kept, so border effects stay inside the discarded margin."""
     _, _, h, w = x.shape
+    if overlap < 0:
+        raise ValueError(f"tile overlap must be >= 0, got {overlap}")
     if tile <= 0 or (h <= tile and w <= tile):
         return model(x)
     out = None
     for y0 in range(0, h, tile):
         for x0 in range(0, w, tile):
             y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            py0, px0 = max(y0 - overlap, 0), max(x0 - overlap, 0)
-            py1, px1 = min(y1 + overlap, h), min(x1 + overlap, w)
+            py0, px0 = _window(y0, y1, overlap, tile, h), _window(x0, x1, overlap, tile, w)
+            py1, px1 = min(max(y1 + overlap, py0 + tile), h), min(max(x1 + overlap, px0 + tile), w)
             sr = model(x[:, :, py0:py1, px0:px1])
             if out is None:
                 out = sr.new_zeros(1, sr.shape[1], h * scale, w * scale)
@@ -49,6 +52,13 @@ def forward_tiled(model: nn.Module, x: torch.Tensor, scale: int, tile: int, over
             out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
                 sr[:, :, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
     return out
+
+
+def _window(a0: int, a1: int, overlap: int, tile: int, n: int) -> int:
+    """Start of the input window around [a0, a1): `overlap` pixels before, and at least `tile` pixels long
+    (an edge tile reaches back further), so no window is smaller than the tile (a network's minimum input)."""
+    end = min(max(a1 + overlap, a0 + tile), n)
+    return max(min(a0 - overlap, end - tile), 0)
 
 
 def _dihedral(t: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
@@ -122,17 +132,49 @@ def evaluate_model(model: nn.Module, dataset: BenchmarkSet, *, device: str | tor
     """
     _check_gray_mode(gray_mode)
     model.eval()
+    min_lr = min_input_size(model)
+    if 0 < tile < min_lr:
+        raise ValueError(f"tile {tile} is smaller than the network's minimum input {min_lr}x{min_lr} "
+                         f"(use 0 for whole images, or >= {min_lr})")
     rows = []
     it: Iterable[Sample] = progress(dataset) if progress else dataset
     for sample in it:
+        check_sample_size(sample, dataset.scale, min_lr)
         gt = _gray_as(sample.gt, gray_mode)
         lq = to_tensor(sample.lq, channels=3)[None].to(device)
-        sr = sr_to_uint8(super_resolve(model, lq, dataset.scale, self_ensemble=self_ensemble,
-                                       tile=tile, overlap=overlap), gt.ndim == 2)
+        out = super_resolve(model, lq, dataset.scale, self_ensemble=self_ensemble, tile=tile, overlap=overlap)
+        check_finite_output(out, sample)
+        sr = sr_to_uint8(out, gt.ndim == 2)
         if on_image:
             on_image(sample, sr)
         rows.append(score(sr, gt, dataset.scale, sample.name, round_y))
     return summarize(dataset.name, dataset.scale, rows)
+
+
+class NonFiniteOutput(ValueError):
+    """The network produced NaN or Inf: its score would be meaningless."""
+
+
+def check_finite_output(sr: torch.Tensor, sample: Sample) -> None:
+    """Raise NonFiniteOutput naming the image when the network output holds NaN or Inf."""
+    bad = ~torch.isfinite(sr)
+    if bool(bad.any()):
+        n_nan, n_inf = int(torch.isnan(sr).sum()), int(torch.isinf(sr).sum())
+        raise NonFiniteOutput(f"{sample.source or sample.name}: the network output has {n_nan} NaN and {n_inf} Inf "
+                              f"values of {sr.numel()}; not scored (are the weights corrupt?)")
+
+
+def check_sample_size(sample: Sample, scale: int, min_lr: int = 1) -> None:
+    """An image must leave an SSIM window after the border crop, and its LR must fit the network."""
+    h, w = sample.gt.shape[:2]
+    need_hr = 2 * scale + SSIM_WINDOW
+    lh, lw = sample.lq.shape[:2]
+    if min(h, w) < need_hr or min(lh, lw) < min_lr:
+        need = max(need_hr, min_lr * scale)
+        raise DataError(f"{sample.source or sample.name}: image {w}x{h} (LR {lw}x{lh}) is too small to score at "
+                        f"x{scale}: at least {need}x{need} is needed (crop_border {scale} on each side, the "
+                        f"{SSIM_WINDOW}x{SSIM_WINDOW} SSIM window" + (f", the network's {min_lr}x{min_lr} minimum "
+                                                                       "input)" if min_lr > 1 else ")"))
 
 
 def _check_gray_mode(gray_mode: str) -> None:
@@ -162,6 +204,7 @@ def evaluate_bicubic(dataset: BenchmarkSet, *, source: str = "hr-y", round_y: bo
     s = dataset.scale
     rows = []
     for sample in dataset:
+        check_sample_size(sample, s)
         gt = _gray_as(sample.gt, gray_mode)
         if source == "lr":
             sr = bicubic_upsample(_gray_as(sample.lq, gray_mode), s)

@@ -458,7 +458,7 @@ def test_search_and_derive_cli_end_to_end(tmp_path, monkeypatch):
     assert time.perf_counter() - t0 < 60
     with pytest.raises(CheckpointError, match="no such checkpoint"):
         derive_cli.main([str(tmp_path), "--out", str(tmp_path / "x.yaml")])
-    with pytest.raises(CheckpointError, match="already holds a search"):
+    with pytest.raises(ValueError, match="already holds a search"):  # srcore.rundir.RunDirError
         search_cli.main(["--config", "smoke", "--out", str(out)])
 
 

@@ -67,7 +67,7 @@ def test_plot_per_cell_genotype_with_per_cell_alphas(tools, tmp_path):
 
 
 @pytest.mark.parametrize("mutate,message", [
-    (lambda lines: lines[:1] + ['{"step": 5, "epoch"'], r"h\.jsonl:2: not a JSON object"),
+    (lambda lines: lines[:1] + ['{"step": 5, "epoch"'] + lines[1:], r"h\.jsonl:2: not a JSON object"),
     (lambda lines: [json.dumps({**json.loads(lines[0]), "alpha": [[0.0] * 9] * 2})],
      r"h\.jsonl:1: 'alpha' must be numbers of shape \[3\]\[9\]"),
     (lambda lines: [json.dumps({k: v for k, v in json.loads(lines[0]).items() if k != "beta"})],

@@ -40,12 +40,14 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from common import REPO, console, progress, run_cli, setup_logging
+from common import REPO, check_device, console, progress, run_cli, setup_logging
 from rich.console import Console
 from rich.table import Table
 
 from distill import zoo
 from srcore.cost import latency, measure_cost
+from srcore.layers import ESA
+from srcore.rundir import check_output_file
 
 DOC = REPO / "docs" / "benchmarks.md"
 JSON_DIR = REPO / "docs" / "bench"
@@ -458,8 +460,13 @@ def parse_args(argv):
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1")
     if getattr(args, "warmup", 0) < 0:
         raise ValueError("--warmup must be >= 0")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: CUDA is not available here")
+    for key in ("lr_patch", "lr_size"):  # the supernet's cells and most teachers end in ESA blocks
+        if getattr(args, key, ESA.MIN_INPUT) < ESA.MIN_INPUT:
+            raise ValueError(f"--{key.replace('_', '-')} {getattr(args, key)}: smaller than the networks' minimum "
+                             f"input {ESA.MIN_INPUT}x{ESA.MIN_INPUT} (ESA blocks); use >= {ESA.MIN_INPUT}")
+    check_device(args.device)
+    check_output_file(args.json, "--json")
+    check_output_file(args.doc, "--doc")
     return args
 
 

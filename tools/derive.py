@@ -13,7 +13,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
@@ -25,6 +24,8 @@ from nas.search import CHECKPOINT, HISTORY
 from search_spaces.genotype import dump_genotype, save_genotype
 from srcore.checkpoint import CheckpointError, load_file
 from srcore.config import from_dict
+from srcore.jsonl import read_jsonl
+from srcore.rundir import check_output_file
 
 
 def parse_args(argv):
@@ -52,17 +53,31 @@ def read_search(source: Path) -> tuple[SearchConfig, torch.Tensor, list[torch.Te
 def history_at(path: Path, step: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
     if not path.is_file():
         raise ValueError(f"{path}: no alpha history to read step {step} from")
-    for line in path.read_text().splitlines():
-        entry = json.loads(line) if line.strip() else None
-        if entry and entry["step"] == step:
-            return torch.tensor(entry["alpha"]), [torch.tensor(b) for b in entry["beta"]]
+    for entry in read_jsonl(path, need=("step", "alpha", "beta")):
+        if entry["step"] == step:
+            try:
+                return torch.tensor(entry["alpha"]), [torch.tensor(b) for b in entry["beta"]]
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise ValueError(f"{path}: step {step}: alpha/beta are not numeric arrays ({e})") from None
     raise ValueError(f"{path}: step {step} was not logged")
+
+
+def check_exclude(exclude: list[str], ops: tuple[str, ...]) -> None:
+    """--exclude must name ops of the search and leave at least one."""
+    unknown = [o for o in exclude if o not in ops]
+    if unknown:
+        raise ValueError(f"--exclude {unknown[0]}: not an op of this search (ops: {', '.join(ops)})")
+    if not [o for o in ops if o not in exclude]:
+        raise ValueError(f"--exclude {' '.join(exclude)}: excludes every op of the search ({', '.join(ops)}); "
+                         "at least one must stay")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    check_output_file(args.out, "--out")
     log = setup_logging()
     cfg, alphas, betas, step, path = read_search(args.source)
+    check_exclude(args.exclude, tuple(cfg.space.ops))
     if args.step is not None:
         alphas, betas = history_at(path.parent / HISTORY, args.step)
         step = args.step

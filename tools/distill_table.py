@@ -23,7 +23,8 @@ import statistics
 from pathlib import Path
 
 import torch
-from common import CONFIGS, REPO, console, run_cli, setup_logging
+from common import CONFIGS, REPO, console, run_cli, setup_logging, setup_runtime
+from train import OUTPUTS as TRAIN_OUTPUTS
 from train import RichProgress
 
 from distill.config import TrainConfig
@@ -35,6 +36,9 @@ from srcore.cost import count_params
 from srcore.data import BenchmarkSet
 from srcore.evaluation import evaluate_bicubic, evaluate_model
 from srcore.modelspec import load_checkpoint_model
+from srcore.paths import PREFIX as SHARED_PREFIX
+from srcore.paths import shared_root
+from srcore.rundir import check_output_file, claim_run_dir
 
 METHODS = ("none", "output", "fitnet", "facd", "lsfd", "dukd", "dipnet")
 LABELS = {"none": "no KD", "output": "output KD", "fitnet": "FitNet", "facd": "FACD", "lsfd": "LSFD",
@@ -79,22 +83,24 @@ def parse_args(argv):
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; each method is trained once per seed")
     p.add_argument("--out", type=Path, default=Path("runs/distill_table"), help="run folders and checkpoints")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--shared", type=Path, default=Path(os.environ.get("SRNAS_SHARED", REPO.parent / "shared")),
-                   help="folder with data/ and teachers/ (replaces '../shared' in the configs)")
+    p.add_argument("--shared", type=Path, default=shared_root(),
+                   help="folder with data/ and teachers/ (replaces '$SRNAS_SHARED' in the configs)")
     p.add_argument("--doc", type=Path, default=REPO / "docs" / "results.md", help="markdown table to write")
     p.add_argument("--json", type=Path, help="raw results (default: the --doc path with .json)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace run folders that hold a run with another config (another --steps, ...)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (default 1: on a shared CPU, spinning OpenMP threads make small convs slow)")
     return p.parse_args(argv)
 
 
 def method_config(method: str, steps: int, seed: int, shared: Path) -> TrainConfig:
-    """configs/train/kd_<method>.yaml at this budget and seed, with ../shared paths pointing at `shared`."""
+    """configs/train/kd_<method>.yaml at this budget and seed, with $SRNAS_SHARED/ paths pointing at `shared`."""
     base = load_config(TrainConfig, CONFIGS / "train" / f"kd_{method}.yaml")
 
     def local(p: str | None) -> str | None:
-        return str(shared / p[len("../shared/"):]) if p and p.startswith("../shared/") else p
+        return str(shared / p[len(SHARED_PREFIX):]) if p and p.startswith(SHARED_PREFIX) else p
 
     stages = [dataclasses.replace(st, start=max(1, round(st.start * steps / base.loop.steps))) for st in base.stages]
     return dataclasses.replace(
@@ -116,10 +122,18 @@ def run_one(method: str, seed: int, args, sets, log) -> dict:
     cfg = method_config(method, args.steps, seed, args.shared)
     run_dir = args.out / method / f"seed{seed}"
     last = run_dir / "last.pt"
-    prev = read_checkpoint(last) if last.exists() else None
-    same = prev is not None and prev["config"] == to_dict(cfg)
-    if not (same and prev["step"] == args.steps):  # reuse a finished run, resume an interrupted one
-        Trainer(cfg, run_dir, args.device, [RichProgress(log, f"{LABELS[method]} seed {seed}")]).fit(resume=same)
+    # one writer per run folder; a run with another config (e.g. another --steps) is replaced only with --overwrite
+    with claim_run_dir(run_dir, outputs=TRAIN_OUTPUTS, resume=True, tool="training"):
+        prev = read_checkpoint(last) if last.exists() else None
+        same = prev is not None and prev["config"] == to_dict(cfg)
+        if prev is not None and not same:
+            if not args.overwrite:
+                raise ValueError(f"{run_dir} holds a {method} run with another config (e.g. another --steps); "
+                                 "pass --overwrite to replace it, or choose another --out")
+            for name in TRAIN_OUTPUTS:
+                (run_dir / name).unlink(missing_ok=True)
+        if not (same and prev["step"] == args.steps):  # reuse a finished run, resume an interrupted one
+            Trainer(cfg, run_dir, args.device, [RichProgress(log, f"{LABELS[method]} seed {seed}")]).fit(resume=same)
     ck = read_checkpoint(last)
     train_s = float(ck["train_state"]["train_s"])
     model, _ = load_checkpoint_model(last, args.device)
@@ -213,9 +227,11 @@ def render(results: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    log = setup_logging()
-    torch.set_num_threads(args.threads)
+    setup_runtime(args)
     json_path = args.json or args.doc.with_suffix(".json")
+    check_output_file(args.doc, "--doc")
+    check_output_file(json_path, "--json")
+    log = setup_logging()
     sets = [BenchmarkSet(args.shared / "data" / s, 2) for s in SETS]
     results = {"meta": {"steps": args.steps, "seeds": args.seeds, "date": datetime.date.today().isoformat(),
                         "torch": torch.__version__, "threads": args.threads,

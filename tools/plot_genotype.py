@@ -26,7 +26,6 @@ Only the Agg canvas is used (no pyplot state, no display, no graphviz binary).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +40,8 @@ from matplotlib.patches import FancyArrowPatch
 from matplotlib.ticker import MaxNLocator
 
 from search_spaces.genotype import Genotype, load_genotype
+from srcore.jsonl import read_jsonl_lines
+from srcore.rundir import check_output_file
 
 COLORS = {  # node kind -> box face colour
     "io": "#e0e0e0", "conv": "#cfe2f3", "op": "#f9cb9c", "distill": "#d9ead3", "concat": "#fff2cc",
@@ -181,14 +182,8 @@ def read_alpha_history(history: str | Path | Sequence[dict], num_cells: int) -> 
         path = Path(history)
         if not path.is_file():
             raise ValueError(f"{history}: no such alpha history file")
-        records, source = [], str(history)
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append((f"{source}:{i}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{source}:{i}: not a JSON object ({e.msg})") from None
+        # a torn last line (a search killed mid-write, or still writing) is dropped with a warning
+        records = [(f"{history}:{i}", r) for i, r in read_jsonl_lines(path)]
     else:
         records = [(f"alpha history record {i}", r) for i, r in enumerate(history, start=1)]
     if not records:
@@ -403,6 +398,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    check_output_file(args.out, "--out")
     log = setup_logging()
     out = plot_genotype(args.genotype, args.out, args.alphas)
     log.info(f"wrote {out}")

@@ -11,18 +11,19 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 import time
 from pathlib import Path
 
 import torch
-from common import REPO, console, run_cli, setup_logging
+from common import REPO, console, run_cli, setup_logging, setup_runtime
 from rich.table import Table
 
 from distill.pretrained import load_pretrained, provenance_cells, provenance_psnr
 from srcore.checkpoint import load_strict, read_state_dict
 from srcore.data import BenchmarkSet
 from srcore.evaluation import evaluate_bicubic, evaluate_model
+from srcore.paths import shared_root
+from srcore.rundir import check_output_file
 
 # file in shared/teachers, architecture (or genotype:<name>), scales
 TEACHERS = [
@@ -48,6 +49,17 @@ def provenance_set5(text: str, file: str, scale: int) -> str:
         return "?"
 
 
+def check_shared(shared: Path, sets: list[str]) -> None:
+    """Everything the table needs, before any work: one line naming what is missing."""
+    need = [shared / "teachers" / "PROVENANCE.md"] + [shared / "teachers" / f for f, _, _ in TEACHERS] \
+        + [shared / "data" / s for s in sets]
+    missing = [p for p in need if not p.exists()]
+    if missing:
+        raise ValueError(f"{missing[0]}: not found ({len(missing)} of the {len(need)} shared files and folders "
+                         "are missing); give --shared DIR or set SRNAS_SHARED to the folder holding data/ and "
+                         "teachers/")
+
+
 def load(arch: str, path: Path, scale: int) -> torch.nn.Module:
     if arch.startswith("genotype:"):
         from search_spaces.network import build_network
@@ -60,7 +72,8 @@ def load(arch: str, path: Path, scale: int) -> torch.nn.Module:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shared", type=Path, default=REPO.parent / "shared", help="folder with data/ and teachers/")
+    p.add_argument("--shared", type=Path, default=shared_root(),
+                   help="folder with data/ and teachers/ (default $SRNAS_SHARED, else ../shared)")
     p.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"])
     p.add_argument("--out", type=Path, default=REPO / "docs" / "reproduction.md")
     p.add_argument("--json", type=Path, default=REPO / "docs" / "reproduction.json")
@@ -69,12 +82,15 @@ def main(argv=None) -> int:
                    help="evaluate only these weight files and merge their rows into the existing --json "
                         "(the bicubic and other rows are kept from it); --out is rewritten from the merged rows")
     args = p.parse_args(argv)
+    setup_runtime(args)
     known = [t[0] for t in TEACHERS]
     for f in args.only or []:
         if f not in known:
-            sys.exit(f"error: --only {f}: not a known teacher file; known: {', '.join(known)}")
+            raise ValueError(f"--only {f}: not a known teacher file; known: {', '.join(known)}")
+    check_shared(args.shared, args.sets)
+    check_output_file(args.out, "--out")
+    check_output_file(args.json, "--json")
     log = setup_logging()
-    torch.set_num_threads(args.threads)
     prov = (args.shared / "teachers" / "PROVENANCE.md").read_text()
     rows = []
     cols = list(args.sets) + (["Set14 (gray as RGB)"] if "Set14" in args.sets else [])
@@ -89,10 +105,10 @@ def main(argv=None) -> int:
         try:
             rows = json.loads(args.json.read_text())
         except (OSError, ValueError) as e:
-            sys.exit(f"error: --only needs the rows of a previous run in {args.json}: {e}")
+            raise ValueError(f"--only needs the rows of a previous run in {args.json}: {e}") from None
         missing = [c for c in cols if rows and c not in rows[0]]
         if missing:
-            sys.exit(f"error: {args.json} has no {', '.join(missing)} columns; run without --only")
+            raise ValueError(f"{args.json} has no {', '.join(missing)} columns; run without --only")
     else:
         for scale in (2, 3, 4):
             res = run_sets(lambda ds, g="luma": evaluate_bicubic(ds, gray_mode=g), scale)

@@ -12,6 +12,8 @@ Examples:
   python tools/search.py --config quickstart --out runs/search/quick --set cost.kind=macs --set cost.weight=0.05
   python tools/search.py --out runs/search/quick --resume                  # continue (config from the checkpoint)
 Presets: configs/search/{smoke,quickstart,dlsr}.yaml. Ctrl-C once: finish the step, save, stop.
+--out is locked for the run (srcore/rundir.py): a folder holding a search needs --resume or --overwrite, and a
+second process on the same folder stops with an error naming the first.
 """
 from __future__ import annotations
 
@@ -20,15 +22,18 @@ import logging
 from pathlib import Path
 
 import torch
-from common import CONFIGS, console, run_cli, setup_logging
+from common import CONFIGS, console, run_cli, setup_logging, setup_runtime
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from nas.config import SearchConfig
-from nas.search import CHECKPOINT, GENOTYPE, HISTORY, config_from_checkpoint, run_search
+from nas.search import CHECKPOINT, COST_TABLE, GENOTYPE, HISTORY, config_from_checkpoint, run_search
 from search_spaces.genotype import dump_genotype
-from srcore.config import apply_overrides, from_dict, load_config, to_dict
+from srcore.config import ConfigError, apply_overrides, from_dict, load_config, to_dict
+from srcore.layers import ESA
+from srcore.rundir import claim_run_dir
 
 PRESETS = CONFIGS / "search"
+OUTPUTS = (CHECKPOINT, HISTORY, GENOTYPE, "genotype.png", COST_TABLE)  # what a search writes into --out
 
 
 def parse_args(argv):
@@ -39,6 +44,7 @@ def parse_args(argv):
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set arch.algorithm=second_order (repeatable)")
     p.add_argument("--resume", action="store_true", help="continue the search in --out from its checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="delete the search in --out and start again")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--stop-at", type=int, metavar="STEP", help="stop (and checkpoint) at this global step")
@@ -58,6 +64,18 @@ def load_search_config(args) -> SearchConfig:
     return from_dict(SearchConfig, apply_overrides(to_dict(cfg), args.set), str(ckpt)) if args.set else cfg
 
 
+def check_sizes(cfg: SearchConfig) -> None:
+    """Patches and cost-table inputs must fit the supernet: every cell ends with ESA (15x15 minimum)."""
+    need, s = ESA.MIN_INPUT, cfg.space.scale
+    if cfg.data.gt_size // s < need:
+        raise ConfigError(f"data.gt_size = {cfg.data.gt_size}: the LR patch {cfg.data.gt_size // s}x"
+                          f"{cfg.data.gt_size // s} is smaller than the supernet's minimum input {need}x{need} "
+                          f"(ESA in every cell); use data.gt_size >= {need * s}")
+    if cfg.cost.kind != "none" and min(cfg.cost.input_size) < need:
+        raise ConfigError(f"cost.input_size = {list(cfg.cost.input_size)}: below the supernet's minimum input "
+                          f"{need}x{need}")
+
+
 def plot(out: Path, log) -> None:
     """genotype.png via tools/plot_genotype.py (imported lazily; the search does not depend on it)."""
     try:
@@ -71,12 +89,24 @@ def plot(out: Path, log) -> None:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    setup_runtime(args)
     log = setup_logging()
     if args.verbose:  # debug lines from the search only, not from matplotlib or PIL
         log.setLevel(logging.DEBUG)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    cfg = load_search_config(args)
+    cfg = load_config(SearchConfig, args.config, args.set, PRESETS) if args.config is not None else None
+    if cfg is not None:
+        check_sizes(cfg)
+    with claim_run_dir(args.out, outputs=OUTPUTS, resume=args.resume, overwrite=args.overwrite,
+                       resume_from=CHECKPOINT, tool="search") as run:
+        for f in run.cleaned:
+            log.warning(f"removed {f}, left by a save that was killed")
+        if run.removed:
+            log.info(f"--overwrite: deleted {', '.join(run.removed)} in {args.out}")
+        return _search(args, cfg if cfg is not None else load_search_config(args), log)
+
+
+def _search(args, cfg: SearchConfig, log) -> int:
+    check_sizes(cfg)
     s = cfg.space
     log.info(f"search: {len(s.ops)} ops, {s.num_cells} cells, C={s.channels}, x{s.scale}, "
              f"{'shared' if s.shared_alphas else 'per-cell'} alphas, partial channels {s.partial_channels}, "
