@@ -23,5 +23,5 @@ def test_only_merges_the_new_rows_into_the_existing_table(tmp_path):
     assert rows[2]["provenance"] == "31.768" and abs(rows[2]["Set5"][0] - 31.768) <= 0.01
     assert "| spanv2 | spanv2_ntire26_x4.pth | x4 | 31.768 |" in out.read_text()
 
-    with pytest.raises(SystemExit, match="no_such.pth: not a known teacher file"):
+    with pytest.raises(ValueError, match="no_such.pth: not a known teacher file"):
         reproduce.main(["--shared", str(shared), "--json", str(js), "--only", "no_such.pth"])
