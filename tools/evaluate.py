@@ -28,6 +28,7 @@ from srcore.data import BenchmarkSet, check_scale
 from srcore.evaluation import evaluate_bicubic, evaluate_model
 from srcore.imageio import write_png
 from srcore.modelspec import load_checkpoint_model, spec_scale
+from srcore.tiling import check_tiling
 
 
 def parse_args(argv):
@@ -41,8 +42,10 @@ def parse_args(argv):
     p.add_argument("--data", nargs="+", required=True,
                    help="benchmark folders (HR/ + LR_bicubic/X{s}/, DIV2K layout, or HR-only), or 'builtin'")
     p.add_argument("--self-ensemble", action="store_true", help="x8 geometric self-ensemble")
-    p.add_argument("--tile", type=int, default=0, help="LR tile size for large images (0: whole image)")
-    p.add_argument("--tile-overlap", type=int, default=16, help="LR pixels of overlap around each tile")
+    p.add_argument("--tile", type=int, default=0,
+                   help="LR window size for large images, blended where windows overlap (0: whole image)")
+    p.add_argument("--tile-overlap", type=int, default=32,
+                   help="LR pixels two neighbouring windows share (< tile / 2; see srcore/tiling.py)")
     p.add_argument("--round-y", action="store_true", help="round Y to 8 bits before scoring (some MATLAB scripts)")
     p.add_argument("--bicubic-source", choices=("hr-y", "lr"), default="hr-y",
                    help="bicubic baseline: 'hr-y' = the published Y-channel protocol, 'lr' = upsample the RGB LR files")
@@ -97,6 +100,7 @@ def main(argv=None) -> int:
     log = setup_logging()
     if args.threads:
         torch.set_num_threads(args.threads)
+    check_tiling(args.tile, args.tile_overlap)
     model, scale, label = build(args)
     sets = [BenchmarkSet(d, scale) for d in args.data]
     results = []
@@ -147,7 +151,8 @@ def main(argv=None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"model": label, "scale": scale, "self_ensemble": args.self_ensemble, "tile": args.tile,
-                   "round_y": args.round_y, "gray": args.gray, "results": [r.as_dict() for r in results]}
+                   "tile_overlap": args.tile_overlap, "round_y": args.round_y, "gray": args.gray,
+                   "results": [r.as_dict() for r in results]}
         if model is None:
             payload["bicubic_source"] = args.bicubic_source
         args.json.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")
