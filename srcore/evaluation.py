@@ -44,13 +44,17 @@ def _dihedral(t: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
 
 @torch.no_grad()
 def super_resolve(model: nn.Module, lq: torch.Tensor, scale: int, *, self_ensemble: bool = False,
-                  tile: int = 0, overlap: int = 32) -> torch.Tensor:
-    """(1, 3, h, w) in [0, 1] -> (1, 3, s*h, s*w), optionally x8 self-ensembled and/or tiled."""
+                  tile: int = 0, overlap: int = 32,
+                  on_window: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """(1, 3, h, w) in [0, 1] -> (1, 3, s*h, s*w), optionally x8 self-ensembled and/or tiled.
+
+    `on_window(done, total)` is called after each forward pass (of one tile of one transform)."""
     if not self_ensemble:
-        return forward_tiled(model, lq, scale, tile, overlap)
+        return forward_tiled(model, lq, scale, tile, overlap, on_window)
     acc = None
     for k in range(8):
-        sr = _dihedral(forward_tiled(model, _dihedral(lq, k), scale, tile, overlap), k, inverse=True)
+        tick = None if on_window is None else (lambda d, n, k=k: on_window(k * n + d, 8 * n))
+        sr = _dihedral(forward_tiled(model, _dihedral(lq, k), scale, tile, overlap, tick), k, inverse=True)
         acc = sr if acc is None else acc + sr
     return acc / 8
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"
@@ -21,9 +21,12 @@ def setup_logging(verbose: bool = False) -> logging.Logger:
     return logging.getLogger("srnas")
 
 
-def progress() -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=console, transient=True)
+def progress(remaining: bool = False) -> Progress:
+    """A transient rich progress bar: description, bar, done/total, elapsed (and, if asked, time left)."""
+    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    if remaining:
+        columns.append(TimeRemainingColumn())
+    return Progress(*columns, console=console, transient=True)
 
 
 def run_cli(main: Callable[[list[str] | None], int]) -> None:
