@@ -174,3 +174,16 @@ def test_html_escapes_text():
     doc.table(["a|b"], [["<i>"]])
     html = to_html(doc)
     assert "<script" not in html and "&lt;script src=&quot;http://x&quot;&gt;" in html and "&lt;i&gt;" in html
+
+
+def test_search_metrics_log_is_trimmed_on_resume(tmp_path):
+    search_cli = import_tool("search")
+    log = tmp_path / "metrics.jsonl"
+    log.write_text("".join(json.dumps({"step": s, "loss/train": 1.0 / s}) + "\n" for s in range(1, 6)))
+    search_cli.start_metrics(log, 3)  # resumed from the step-3 checkpoint: steps 4 and 5 are redone
+    assert [json.loads(x)["step"] for x in log.read_text().splitlines()] == [1, 2, 3]
+    search_cli.start_metrics(log, None)  # a fresh search
+    assert log.read_text() == ""
+    rec = search_cli.metrics_record({"step": 7, "epoch": 1, "lr": 1e-3, "loss": 0.5, "val_loss": 0.6,
+                                     "penalty": 0.01, "val_psnr": 20.0, "genotype": "x", "arch": True})
+    assert rec == {"step": 7, "epoch": 1, "lr": 1e-3, "loss/train": 0.5, "loss/val": 0.6, "loss/cost_penalty": 0.01}
