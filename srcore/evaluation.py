@@ -1,6 +1,8 @@
 """Running a network over a benchmark set and scoring it as the SR literature does.
 
-* The whole LR image goes through the network in one pass (or in overlapping tiles with `tile`).
+* The whole LR image goes through the network in one pass, or with `tile` in overlapping windows blended
+  into one image (`srcore.tiling`: exact for plain convolutional networks whose receptive field fits the
+  discarded margin; close, not exact, for networks with wider context such as ESA).
 * `self_ensemble` averages the 8 dihedral transforms (EDSR's "+" results).
 * Gray images (Set14's `bridge`): the gray LR is fed as three equal channels. gray="luma" (default) turns
   the SR output back to gray with BT.601 luma (0.299 R + 0.587 G + 0.114 B) and scores gray values, as the
@@ -26,39 +28,9 @@ from .imageio import to_tensor
 from .imresize import imresize, modcrop
 from .layers import min_input_size
 from .metrics import SSIM_WINDOW, psnr, rgb_to_y, ssim, to_uint8
+from .tiling import forward_tiled
 
 _LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
-
-
-@torch.no_grad()
-def forward_tiled(model: nn.Module, x: torch.Tensor, scale: int, tile: int, overlap: int = 16) -> torch.Tensor:
-    """Run `model` on (1, C, H, W) `x` in tile x tile LR windows that overlap by `overlap` pixels on each
-    side; each window's centre is kept, so border effects stay inside the discarded margin."""
-    _, _, h, w = x.shape
-    if overlap < 0:
-        raise ValueError(f"tile overlap must be >= 0, got {overlap}")
-    if tile <= 0 or (h <= tile and w <= tile):
-        return model(x)
-    out = None
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            py0, px0 = _window(y0, y1, overlap, tile, h), _window(x0, x1, overlap, tile, w)
-            py1, px1 = min(max(y1 + overlap, py0 + tile), h), min(max(x1 + overlap, px0 + tile), w)
-            sr = model(x[:, :, py0:py1, px0:px1])
-            if out is None:
-                out = sr.new_zeros(1, sr.shape[1], h * scale, w * scale)
-            oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
-            out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
-                sr[:, :, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
-    return out
-
-
-def _window(a0: int, a1: int, overlap: int, tile: int, n: int) -> int:
-    """Start of the input window around [a0, a1): `overlap` pixels before, and at least `tile` pixels long
-    (an edge tile reaches back further), so no window is smaller than the tile (a network's minimum input)."""
-    end = min(max(a1 + overlap, a0 + tile), n)
-    return max(min(a0 - overlap, end - tile), 0)
 
 
 def _dihedral(t: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
@@ -73,13 +45,17 @@ def _dihedral(t: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
 
 @torch.no_grad()
 def super_resolve(model: nn.Module, lq: torch.Tensor, scale: int, *, self_ensemble: bool = False,
-                  tile: int = 0, overlap: int = 16) -> torch.Tensor:
-    """(1, 3, h, w) in [0, 1] -> (1, 3, s*h, s*w), optionally x8 self-ensembled and/or tiled."""
+                  tile: int = 0, overlap: int = 32,
+                  on_window: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """(1, 3, h, w) in [0, 1] -> (1, 3, s*h, s*w), optionally x8 self-ensembled and/or tiled.
+
+    `on_window(done, total)` is called after each forward pass (of one tile of one transform)."""
     if not self_ensemble:
-        return forward_tiled(model, lq, scale, tile, overlap)
+        return forward_tiled(model, lq, scale, tile, overlap, on_window)
     acc = None
     for k in range(8):
-        sr = _dihedral(forward_tiled(model, _dihedral(lq, k), scale, tile, overlap), k, inverse=True)
+        tick = None if on_window is None else (lambda d, n, k=k: on_window(k * n + d, 8 * n))
+        sr = _dihedral(forward_tiled(model, _dihedral(lq, k), scale, tile, overlap, tick), k, inverse=True)
         acc = sr if acc is None else acc + sr
     return acc / 8
 
@@ -123,7 +99,7 @@ def summarize(dataset: str, scale: int, rows: list[dict]) -> SetResult:
 
 
 def evaluate_model(model: nn.Module, dataset: BenchmarkSet, *, device: str | torch.device = "cpu",
-                   self_ensemble: bool = False, tile: int = 0, overlap: int = 16, round_y: bool = False,
+                   self_ensemble: bool = False, tile: int = 0, overlap: int = 32, round_y: bool = False,
                    gray_mode: str = "luma", on_image: Callable[[Sample, np.ndarray], None] | None = None,
                    progress: Callable[[Iterable], Iterable] | None = None) -> SetResult:
     """Score `model` (RGB [0,1] in and out) on every image of `dataset`.

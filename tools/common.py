@@ -9,7 +9,7 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,9 +24,12 @@ def setup_logging(verbose: bool = False) -> logging.Logger:
     return logging.getLogger("srnas")
 
 
-def progress() -> Progress:
-    return Progress(TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=console, transient=True)
+def progress(remaining: bool = False) -> Progress:
+    """A transient rich progress bar: description (literal, no markup), bar, done/total, elapsed (and time left)."""
+    columns = [TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()]
+    if remaining:
+        columns.append(TimeRemainingColumn())
+    return Progress(*columns, console=console, transient=True)
 
 
 def print_error(label: str, message: str, style: str = "bold red") -> None:

@@ -31,6 +31,7 @@ from srcore.imageio import write_png
 from srcore.layers import min_input_size
 from srcore.modelspec import load_checkpoint_model, spec_scale
 from srcore.rundir import check_output_dir, check_output_file
+from srcore.tiling import check_tiling
 
 
 def parse_args(argv):
@@ -44,8 +45,10 @@ def parse_args(argv):
     p.add_argument("--data", nargs="+", required=True,
                    help="benchmark folders (HR/ + LR_bicubic/X{s}/, DIV2K layout, or HR-only), or 'builtin'")
     p.add_argument("--self-ensemble", action="store_true", help="x8 geometric self-ensemble")
-    p.add_argument("--tile", type=int, default=0, help="LR tile size for large images (0: whole image)")
-    p.add_argument("--tile-overlap", type=int, default=16, help="LR pixels of overlap around each tile")
+    p.add_argument("--tile", type=int, default=0,
+                   help="LR window size for large images, blended where windows overlap (0: whole image)")
+    p.add_argument("--tile-overlap", type=int, default=32,
+                   help="LR pixels two neighbouring windows share (< tile / 2; see srcore/tiling.py)")
     p.add_argument("--round-y", action="store_true", help="round Y to 8 bits before scoring (some MATLAB scripts)")
     p.add_argument("--bicubic-source", choices=("hr-y", "lr"), default="hr-y",
                    help="bicubic baseline: 'hr-y' = the published Y-channel protocol, 'lr' = upsample the RGB LR files")
@@ -102,6 +105,10 @@ def main(argv=None) -> int:
         raise ValueError(f"--tile {args.tile}: must be 0 (whole images) or a positive LR tile size")
     if args.tile_overlap < 0:
         raise ValueError(f"--tile-overlap {args.tile_overlap}: must be >= 0")
+    try:
+        check_tiling(args.tile, args.tile_overlap)
+    except ValueError as e:
+        raise ValueError(f"--tile {args.tile} --tile-overlap {args.tile_overlap}: {e}") from None
     if args.json:  # before any work: a bad output path is found now, not after the whole evaluation
         check_output_file(args.json, "--json")
     if args.save_images:
@@ -162,7 +169,8 @@ def main(argv=None) -> int:
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"model": label, "scale": scale, "self_ensemble": args.self_ensemble, "tile": args.tile,
-                   "round_y": args.round_y, "gray": args.gray, "results": [r.as_dict() for r in results]}
+                   "tile_overlap": args.tile_overlap, "round_y": args.round_y, "gray": args.gray,
+                   "results": [r.as_dict() for r in results]}
         if model is None:
             payload["bicubic_source"] = args.bicubic_source
         args.json.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")

@@ -2,8 +2,10 @@
 """Search a small SR network in the DLSR space (differentiable NAS over cells and cell links).
 
 Writes into --out: genotype.yaml (the derived genotype), genotype.png (its drawing with the alpha/beta
-curves), alpha_history.jsonl (raw alphas and betas per logged step), checkpoint.pt (atomic, every
-loop.checkpoint_every steps, at the end and on Ctrl-C) and, with a cost term, cost_table.json.
+curves), alpha_history.jsonl (raw alphas and betas per logged step), metrics.jsonl (per logged step: lr,
+loss/train, loss/val and loss/cost_penalty once arch steps run, expected cost; val/patches/psnr at each
+evaluation; the curves of tools/report.py), checkpoint.pt (atomic, every loop.checkpoint_every steps, at the end
+and on Ctrl-C) and, with a cost term, cost_table.json.
 
 Examples:
   python tools/search.py --config smoke --out runs/search/smoke            # seconds
@@ -18,7 +20,9 @@ second process on the same folder stops with an error naming the first.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 from pathlib import Path
 
 import torch
@@ -87,6 +91,28 @@ def plot(out: Path, log) -> None:
     log.info(f"wrote {png}")
 
 
+METRICS = "metrics.jsonl"
+_METRIC_KEYS = {"lr": "lr", "loss": "loss/train", "val_loss": "loss/val", "penalty": "loss/cost_penalty",
+                "expected_cost": "expected_cost"}
+
+
+def metrics_record(info: dict) -> dict:
+    """A "step" event as one metrics.jsonl line (the key names of distill's metrics.jsonl where they exist)."""
+    rec = {"step": info["step"], "epoch": info["epoch"]}
+    rec.update({name: info[k] for k, name in _METRIC_KEYS.items() if isinstance(info.get(k), (int, float))})
+    return rec
+
+
+def start_metrics(path: Path, resumed_at: int | None) -> None:
+    """A fresh metrics.jsonl, or on resume the old one without the lines logged after the checkpoint."""
+    keep = []
+    if resumed_at is not None and path.is_file():
+        keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= resumed_at]
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(ln + "\n" for ln in keep))
+    os.replace(tmp, path)
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     setup_runtime(args)
@@ -120,6 +146,7 @@ def _search(args, cfg: SearchConfig, log) -> int:
 
         def callback(event: str, info: dict) -> None:
             if event == "start":
+                start_metrics(args.out / METRICS, info["step"] if info["resumed"] else None)
                 prog.update(task, total=info["total_steps"], completed=info["step"], info="")
                 log.info(f"{'resumed at step ' + str(info['step']) if info['resumed'] else 'started'}: "
                          f"{info['total_steps']} steps ({info['batches_per_epoch']} per epoch), "
@@ -138,8 +165,12 @@ def _search(args, cfg: SearchConfig, log) -> int:
                     parts.append(f"E[{info['cost_unit']}] {info['expected_cost']:.4g}")
                 parts.append(info["genotype"])
                 prog.update(task, completed=info["step"], info="  ".join(parts))
+                with open(args.out / METRICS, "a") as f:
+                    f.write(json.dumps(metrics_record(info)) + "\n")
                 log.debug(f"step {info['step']}: " + "  ".join(parts))
             elif event == "eval":
+                with open(args.out / METRICS, "a") as f:
+                    f.write(json.dumps({"step": info["step"], "val/patches/psnr": info["psnr"]}) + "\n")
                 log.debug(f"step {info['step']}: PSNR on validation patches {info['psnr']:.3f} dB")
             elif event == "collapse":
                 log.warning(f"step {info['step']}: {info['message']}")
