@@ -219,7 +219,7 @@ def files(tmp_path_factory):
 
 EVAL_BAD = [
     (["--checkpoint", "{r}/ok.pt", "--data", "builtin", "--tile", "8"],
-     "--tile 8: smaller than the network's minimum input 15x15; use --tile 0 (whole images) or --tile >= 15"),
+     "--tile 8 --tile-overlap 32: tile must be 0 (whole image) or an integer >= 16 LR pixels, got 8"),
     (["--checkpoint", "{r}/ok.pt", "--data", "builtin", "--tile", "32", "--tile-overlap", "-3"],
      "--tile-overlap -3: must be >= 0"),
     (["--checkpoint", "{r}/ok.pt", "--data", "builtin", "--tile", "-1"], "--tile -1: must be 0"),
