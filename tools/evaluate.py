@@ -22,6 +22,7 @@ import torch
 from common import console, progress, run_cli, setup_logging
 from rich.table import Table
 
+import search_spaces  # noqa: F401  (registers the builder of genotype checkpoints)
 from distill import zoo
 from srcore.checkpoint import load_strict, read_state_dict
 from srcore.data import BenchmarkSet, check_scale
