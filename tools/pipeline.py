@@ -8,7 +8,7 @@ summary to OUT/summary.json.
 Examples:
   python tools/pipeline.py --config quickstart --out runs/pipeline          # embedded photographs, ~15 min
   python tools/pipeline.py --config smoke --out runs/smoke                   # seconds
-  python tools/pipeline.py --config quickstart --out runs/p --teacher rlfn_s_x2 ...  (see --teacher)
+  python tools/pipeline.py --config quickstart --out runs/p --teacher rlfn_s_x2   # a registered teacher
   python tools/pipeline.py --config quickstart --out runs/p --set train.set='[loop.steps=5000]'
 """
 from __future__ import annotations
@@ -50,8 +50,10 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True, help="pipeline YAML or preset (configs/pipeline: smoke, quickstart)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline key")
-    p.add_argument("--teacher", help="zoo architecture of a pretrained teacher (else one is trained and cached)")
-    p.add_argument("--teacher-weights", help="its official weight file")
+    p.add_argument("--teacher", help="registered teacher weights (e.g. rlfn_s_x2), or a zoo architecture with "
+                                     "--teacher-weights (else one is trained here and cached)")
+    p.add_argument("--teacher-weights", help="weight file for --teacher")
+    p.add_argument("--allow-download", action="store_true", help="let a missing registered teacher be downloaded")
     p.add_argument("--device", default="cpu")
     args = p.parse_args(argv)
     log = setup_logging()
@@ -67,8 +69,12 @@ def main(argv=None) -> int:
     log.info(f"[2/3] train {genotype} ({cfg.train.config}) -> {train_dir}")
     argv_train = ["--config", cfg.train.config, "--out", str(train_dir), "--device", args.device,
                   "--set", f"student.genotype={genotype}", *cfg.train.set]
-    if args.teacher or args.teacher_weights:
-        argv_train += ["--teacher", args.teacher or "", "--teacher-weights", args.teacher_weights or ""]
+    if args.teacher:
+        argv_train += ["--teacher", args.teacher]
+    if args.teacher_weights:
+        argv_train += ["--teacher-weights", args.teacher_weights]
+    if args.allow_download:
+        argv_train.append("--allow-download")
     if train.main(argv_train) != 0:
         return 1
 
