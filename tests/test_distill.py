@@ -262,7 +262,10 @@ def test_smoke_cli_then_evaluate_checkpoint(tmp_path):
     rc = import_tool("train").main(["--config", "smoke", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
                              "--set", "loop.steps=4", "val.every=2", "pretrain_teacher.steps=2", "data.repeat=1"])
     assert rc == 0
-    assert len(list((tmp_path / "cache").glob("teacher-rlfn_s-x2-*.pt"))) == 1  # the cached quickstart teacher
+    cached = list((tmp_path / "cache").glob("teacher-rlfn_s-x2-*.pt"))
+    assert len(cached) == 1  # the cached quickstart teacher, trained on [0, 1] with the student's skip
+    assert read_checkpoint(cached[0])["spec"]["kwargs"] == {"rgb_range": 1.0, "skip": "bicubic", "nf": 16,
+                                                            "num_blocks": 2}
     ck = read_checkpoint(out / "best.pt")
     assert ck["spec"]["genotype"]["channels"] == 8 and ck["config"]["loss"][1]["kind"] == "output_kd"
     assert "builtin-val/psnr_y" in ck["metrics"] and "train_state" in read_checkpoint(out / "last.pt")
