@@ -11,7 +11,7 @@ Resumable: each finished run leaves OUT/<method>/seed<k>/result.json and is skip
 config is the same); an interrupted run resumes from its last.pt. So it can run in the background and be
 restarted after a stop. --jobs N trains N runs at once in separate processes (each with --threads threads).
 
-  python tools/distill_table.py --steps 1500 --seeds 0 1 --jobs 2 --threads 1 --out runs/distill_table
+  python tools/distill_table.py --steps 1200 --seeds 0 1 --jobs 2 --threads 1 --out runs/distill_table
   python tools/distill_table.py --steps 20 --seeds 0 --out /tmp/t --doc /tmp/t/results.md   # a dry run
 """
 from __future__ import annotations
@@ -49,6 +49,8 @@ METHODS = ("none", "output", "fitnet", "facd", "lsfd", "dukd", "dipnet")
 LABELS = {"none": "no KD", "output": "output KD", "fitnet": "FitNet", "facd": "FACD", "lsfd": "LSFD",
           "dukd": "DUKD", "dipnet": "DIPNet recipe"}
 SETS = ("Set5", "Set14", "B100")
+# relative s/step of each method measured on a 2-core CPU; only orders the runs (longest first)
+COST_HINT = {"none": 1.0, "output": 1.5, "fitnet": 1.7, "lsfd": 1.8, "facd": 2.1, "dipnet": 3.5, "dukd": 3.6}
 TEACHER = "rlfn_s_x2"
 PAPERS = {
     "none": "The baseline: the student trained on the ground truth alone (L1), with the same data, optimizer, "
@@ -85,7 +87,7 @@ PAPERS = {
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=1500, help="training steps per run (the same for every method)")
+    p.add_argument("--steps", type=int, default=1200, help="training steps per run (the same for every method)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds; each method is trained once per seed")
     p.add_argument("--out", type=Path, default=Path("runs/distill_table"), help="run folders and checkpoints")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -137,6 +139,7 @@ class LogLines(Callback):
 def run_one(method: str, seed: int, steps: int, teacher: str, out: Path, device: str, threads: int) -> dict:
     """Train (or resume, or reuse) one run and score its final weights; the row of the table."""
     torch.set_num_threads(threads)
+    t_run = time.perf_counter()
     log = logging.getLogger("srnas")
     cfg = method_config(method, steps, seed, teacher)
     run_dir = out / method / f"seed{seed}"
@@ -161,6 +164,7 @@ def run_one(method: str, seed: int, steps: int, teacher: str, out: Path, device:
            "s_per_step": train_s / max(1, int(ck["step"])), "terms": [f"{t.kind}:{t.weight:g}" for t in cfg.loss],
            "params": count_params(model), "sets": score(model, sets, device), "config": to_dict(cfg)}
     row["eval_s"] = time.perf_counter() - t0
+    row["run_s"] = time.perf_counter() - t_run  # data loading, training and evaluation (if trained now)
     log.info(f"{label}: mean PSNR-Y {mean_psnr(row):.3f} dB, {train_s:.0f} s of training "
              f"({row['s_per_step']:.3f} s/step)")
     done.write_text(json.dumps(row, indent=2) + "\n")
@@ -199,9 +203,10 @@ def gains(by: dict[str, list[dict]]) -> dict[str, list[float]]:
     return {m: [mean_psnr(r) - base[r["seed"]] for r in rs if r["seed"] in base] for m, rs in by.items()}
 
 
-def estimate_hours(s_per_step: dict[str, float], eval_s: float, steps: int, seeds: int, jobs: int) -> float:
-    """Wall hours of a full table from measured seconds per step (and per evaluation), `jobs` runs at a time."""
-    total = sum(seeds * (steps * s + eval_s) for s in s_per_step.values())
+def estimate_hours(s_per_step: dict[str, float], overhead_s: float, steps: int, seeds: int, jobs: int) -> float:
+    """Wall hours of a full table from measured seconds per step and per-run overhead (data loading and
+    evaluation), `jobs` runs at a time."""
+    total = sum(seeds * (steps * s + overhead_s) for s in s_per_step.values())
     return total / max(1, jobs) / 3600
 
 
@@ -309,7 +314,8 @@ def main(argv=None) -> int:
                "runs": [], "references": {}}
     args.out.mkdir(parents=True, exist_ok=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    todo = [(m, seed) for seed in args.seeds for m in args.methods]
+    # the most expensive runs first, so parallel jobs finish together
+    todo = sorted(((m, seed) for seed in args.seeds for m in args.methods), key=lambda r: -COST_HINT[r[0]])
     job = (args.steps, args.teacher, args.out, args.device, args.threads)
     if args.jobs > 1:
         ctx = multiprocessing.get_context("spawn")
@@ -323,13 +329,14 @@ def main(argv=None) -> int:
     results["references"] = references(args.teacher, args.device)
     by = {m: [r for r in rows if r["method"] == m] for m in args.methods}
     sps = {m: statistics.fmean(r["s_per_step"] for r in rs) for m, rs in by.items()}
-    eval_s = statistics.fmean(r.get("eval_s", 0.0) for r in rows)
+    overhead_s = statistics.fmean(r.get("run_s", r["train_s"]) - r["train_s"] for r in rows)
     results["meta"]["wall_s"] = time.perf_counter() - t_start
     results["meta"]["s_per_step"] = sps
-    for steps in sorted({args.steps, 1000, 1500, 2000}):
+    for steps in sorted({args.steps, 1000, 1200, 1500}):
+        measured = ", ".join(f"{m} {s:.3f}" for m, s in sps.items())
         log.info(f"estimated wall time of --steps {steps} --seeds 0 1 with --jobs {args.jobs}: "
-                 f"{estimate_hours(sps, eval_s, steps, 2, args.jobs):.2f} h (from this run's s/step: "
-                 + ", ".join(f"{m} {s:.3f}" for m, s in sps.items()) + ")")
+                 f"{estimate_hours(sps, overhead_s, steps, 2, args.jobs):.2f} h (from this run's s/step: {measured}; "
+                 f"{overhead_s:.0f} s per run besides training)")
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text(render(results) + "\n")

