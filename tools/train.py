@@ -95,6 +95,11 @@ def teacher_run_config(cfg: TrainConfig) -> TrainConfig:
     on [0, 1] (rgb_range 1) and with the student's image-space skip (unless pretrain_teacher.kwargs say)."""
     pt = cfg.pretrain_teacher
     kwargs = {"rgb_range": 1.0, "skip": student_skip(cfg.student), **pt.kwargs}
+    try:
+        zoo.create(pt.arch, cfg.student.scale, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"pretrain_teacher: {pt.arch} cannot be built with {kwargs} ({e}); the image-space skip "
+                          "is an option of rlfn/rlfn_s (set pretrain_teacher.kwargs.skip: none for others)") from None
     return dataclasses.replace(
         cfg, student=StudentConfig(arch=pt.arch, scale=cfg.student.scale, kwargs=kwargs), teacher=[],
         loss=[LossTerm("l1", "l1")], stages=[], pretrain_teacher=None,

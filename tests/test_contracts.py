@@ -1,4 +1,6 @@
-"""srcore is the ground floor: it imports nothing above it; the model packages register their builders."""
+"""Contracts across packages: srcore is the ground floor (it imports nothing above it; the model packages
+register their builders), the cost functions leave a model as it was, and tools/train.py's teacher options
+(--teacher NAME, a teacher trained here with the student's skip)."""
 from __future__ import annotations
 
 import ast
@@ -82,3 +84,18 @@ def test_train_teacher_argument_errors(args, match):
 
     with pytest.raises(ConfigError, match=match):
         import_tool("train").teacher_from_args(*args)
+
+
+def test_teacher_trained_here_gets_the_skip_or_a_clear_error():
+    import dataclasses
+
+    from conftest import import_tool
+
+    from distill.config import PretrainTeacherConfig, TrainConfig
+    from srcore.config import ConfigError, load_config
+
+    train = import_tool("train")
+    cfg = load_config(TrainConfig, REPO / "configs" / "train" / "quickstart.yaml")
+    assert train.teacher_run_config(cfg).student.kwargs == {"rgb_range": 1.0, "skip": "bicubic"}
+    with pytest.raises(ConfigError, match="pretrain_teacher: imdn .*skip: none"):
+        train.teacher_run_config(dataclasses.replace(cfg, pretrain_teacher=PretrainTeacherConfig(arch="imdn")))
