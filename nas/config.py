@@ -20,6 +20,7 @@ from typing import Literal
 
 from search_spaces.ops import DLSR_PRIMITIVES, OPS
 from srcore.data import SCALES
+from srcore.skip import SKIPS
 
 
 @dataclass
@@ -34,8 +35,11 @@ class SpaceConfig:
     partial_channels: int = 1  # PC-DARTS K: 1/K of the channels go through the mixed op; 1 = off
     fuse: bool = True  # fused mixed ops: the same sum in fewer, cheaper operations (nas/mixed.py)
     channels_last: bool = True  # NHWC memory format for the supernet and its inputs (faster convs on CPU)
+    skip: str = "bicubic"  # image-space skip of the supernet and the derived genotype: none, nearest, bicubic
 
     def __post_init__(self) -> None:
+        if self.skip not in SKIPS:
+            raise ValueError(f"space.skip = {self.skip!r}: must be one of {', '.join(SKIPS)}")
         if not self.ops:
             raise ValueError("space.ops: give at least one op")
         for name in self.ops:

@@ -9,8 +9,8 @@ Rules:
   * network level: cell k >= 3 keeps its `top_k` predecessors with the largest beta (ties: the earlier
     cell), listed in ascending order. Genotype version 1 fixes two inputs per cell, so top_k is 2.
   * shared alphas give a shared `cell:`; per-cell alphas give `cells:`.
-The genotype records the searched op set, width, cell count and scale of the space, and rgb_range 1
-(the search trains on RGB in [0, 1]).
+The genotype records the searched op set, width, cell count, scale and image-space skip of the space,
+and rgb_range 1 (the search trains on RGB in [0, 1]).
 """
 from __future__ import annotations
 
@@ -59,7 +59,8 @@ def derive_genotype(alphas: torch.Tensor, betas: Sequence[torch.Tensor], space: 
         raise ValueError(f"betas {[b.numel() for b in betas]} do not fit {n} cells "
                          f"(expected sizes {list(range(2, n))})")
     inputs = tuple(top_inputs(b.detach().cpu(), top_k) for b in betas)
-    common = dict(ops=ops, inputs=inputs, channels=space.channels, num_cells=n, scale=space.scale, rgb_range=1.0)
+    common = dict(ops=ops, inputs=inputs, channels=space.channels, num_cells=n, scale=space.scale, rgb_range=1.0,
+                  skip=space.skip)
     if space.shared_alphas:
         return Genotype(cell=best_ops(alphas, ops, exclude), **common)
     return Genotype(cells=tuple(best_ops(a, ops, exclude) for a in alphas), **common)

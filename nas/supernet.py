@@ -8,7 +8,9 @@ Layout (the derived `search_spaces.network.DLSRNet`, with both levels relaxed):
     (`c{k}`, (k-1)C -> C) over the concat of all earlier cell outputs, output j scaled by softmax(beta_k)_j
     (DLSR's `RFDN_beta1`); deriving keeps the top-2 predecessors (a 2C -> C conv in the derived network);
   * tail: concat of all cell outputs -> 1x1 conv + LeakyReLU (`cout`) -> 3x3 conv (`LR_conv`) plus the
-    head's output -> conv + pixel shuffle (`upsampler`) for x2, x3 or x4.
+    head's output -> conv + pixel shuffle (`upsampler`) for x2, x3 or x4;
+  * the image-space skip of the derived network (`space.skip`, srcore/skip.py), with the upsampler's conv
+    starting at zero, so the candidate ops are compared on the residual they actually have to learn.
 Input and output are RGB in [0, 1].
 
 The architecture parameters are `nn.Parameter`s (`alphas`, `betas.{i}`), so they are in `state_dict()`
@@ -27,6 +29,7 @@ from search_spaces.cell import DistillationCell
 from search_spaces.genotype import Genotype
 from search_spaces.network import conv1x1_lrelu
 from srcore.layers import conv, pixelshuffle_upsampler
+from srcore.skip import ImageSkip, zero_init
 
 
 class SuperNet(nn.Module):
@@ -42,6 +45,9 @@ class SuperNet(nn.Module):
         self.cout = conv1x1_lrelu(n * c, c)
         self.LR_conv = conv(c, c, 3)
         self.upsampler = pixelshuffle_upsampler(c, 3, space.scale)
+        self.skip = ImageSkip(space.skip, space.scale)
+        if space.skip != "none":
+            zero_init(self.upsampler[0])
         shape = (3, len(ops)) if space.shared_alphas else (n, 3, len(ops))
         self.alphas = nn.Parameter(init_std * torch.randn(shape))
         self.betas = nn.ParameterList(nn.Parameter(init_std * torch.randn(k - 1)) for k in range(3, n + 1))
@@ -81,7 +87,7 @@ class SuperNet(nn.Module):
                 for op in (cell.c1_r, cell.c2_r, cell.c3_r):
                     op.weights = None
         lr = self.LR_conv(self.cout(torch.cat(outs, dim=1))) + fea
-        return self.upsampler(lr)
+        return self.skip(x, self.upsampler[0](lr))
 
     def link(self, k: int, outs: list[torch.Tensor]) -> torch.Tensor:
         """Input of cell k (0-based, k >= 2): conv1x1(concat_j softmax(beta)_j * outs[j]) + LeakyReLU.

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .paths import describe, expand_shared
+from .paths import describe, expand
 
 _NESTING_KEYS = ("params_ema", "params", "state_dict", "model", "net", "network")
 
@@ -46,9 +46,9 @@ def load_file(path: str | os.PathLike) -> Any:
     """torch.load with weights_only=True on CPU; a one-line error naming the file on failure.
 
     `$SRNAS_SHARED/...` paths are expanded (srcore.paths)."""
-    if not Path(expand_shared(path)).is_file():
+    if not Path(expand(path)).is_file():
         raise CheckpointError(f"{describe(path)}: no such checkpoint file")
-    path = Path(expand_shared(path))
+    path = Path(expand(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:

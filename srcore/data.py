@@ -8,11 +8,13 @@ Folder layouts understood (`find_layout`), for scale s:
   (`imresize(modcrop(HR, s), 1/s)`) and cached in memory.
 * `builtin` (evaluation) / `builtin:train`, `builtin:val`: scikit-image's bundled photographs, the
   embedded default that needs no download (`BUILTIN_SPLITS` fixes the split).
+A folder may start with `${SRNAS_SHARED}` (srcore/paths.py), e.g. `${SRNAS_SHARED}/data/Set5`.
 
 Images are named `lq` (low quality input), `gt` (ground truth) and `sr` (network output), as BasicSR.
 """
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,7 +26,7 @@ from torch.utils.data import Dataset
 
 from .imageio import is_image_file, read_image, to_8bit, to_tensor
 from .imresize import ImageTooLarge, bicubic_degrade, modcrop
-from .paths import describe, expand_shared
+from .paths import describe, expand
 
 SCALES = (2, 3, 4)
 
@@ -79,9 +81,9 @@ class Layout:
 
 
 def find_layout(root: str | os.PathLike, scale: int) -> Layout:
-    if not Path(expand_shared(root)).is_dir():
+    if not Path(expand(root)).is_dir():
         raise DataError(f"{describe(root)}: no such dataset folder")
-    root = Path(expand_shared(root))
+    root = Path(expand(root))
     sx = f"X{scale}"
     if (root / "HR").is_dir():
         lr = root / "LR_bicubic" / sx
@@ -151,6 +153,21 @@ class BenchmarkSet:
     def __len__(self) -> int:
         return len(self.items)
 
+    def _subset(self, keep: slice) -> BenchmarkSet:
+        sub = copy.copy(self)
+        sub.items = self.items[keep]
+        if self._builtin is not None:
+            sub._builtin = self._builtin[keep]
+        return sub
+
+    def head(self, n: int) -> BenchmarkSet:
+        """The same set with its first `n` images only."""
+        return self._subset(slice(0, n))
+
+    def shard(self, rank: int, world: int) -> BenchmarkSet:
+        """Images rank, rank + world, ... (one process's share when `world` processes score the set)."""
+        return self._subset(slice(rank, None, world))
+
     def __iter__(self) -> Iterator[Sample]:
         for i, (stem, hr_path, lr_path) in enumerate(self.items):
             if self._builtin is not None:
@@ -177,11 +194,15 @@ def _degrade(hr: np.ndarray, scale: int, path: Path | str) -> np.ndarray:
         raise DataError(f"{path}: {e}") from None
 
 
-def _load_train_images(source: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
+def _load_train_images(source: str | os.PathLike | list | tuple) -> list[tuple[str, np.ndarray]]:
+    if isinstance(source, (list, tuple)):  # several folders, e.g. T91 + BSD200 ("291")
+        if not source:
+            raise DataError("no training folder given (an empty list)")
+        return [item for one in source for item in _load_train_images(one)]
     s = str(source)
     if s.startswith("builtin"):
         return builtin_images(s.split(":", 1)[1] if ":" in s else "train")
-    folder = Path(expand_shared(source))
+    folder = Path(expand(source))
     if (folder / "HR").is_dir():
         folder = folder / "HR"
     if not folder.is_dir():
@@ -195,13 +216,14 @@ def _load_train_images(source: str | os.PathLike) -> list[tuple[str, np.ndarray]
 class PatchDataset(Dataset):
     """Random aligned (lq, gt) patches for training.
 
-    HR images come from a folder (or `builtin:train`); LR is MATLAB bicubic of the modcropped HR, made
-    once and kept in memory. Item i takes image i % N and a patch position and augmentation (h/v flip,
-    rot90) drawn from a generator seeded by (seed, epoch, i), so a given (seed, epoch) gives the same
-    patches whatever the worker count or process rank; call `set_epoch` each epoch.
+    HR images come from a folder (or `builtin:train`), or a list of them; LR is MATLAB bicubic of the
+    modcropped HR, made once and kept in memory. Item i takes image i % N and a patch position and
+    augmentation (h/v flip, rot90) drawn from a generator seeded by (seed, epoch, i), so a given
+    (seed, epoch) gives the same patches whatever the worker count or process rank; call `set_epoch`
+    each epoch.
     """
 
-    def __init__(self, source: str | os.PathLike, scale: int, gt_size: int, *, augment: bool = True,
+    def __init__(self, source: str | os.PathLike | list, scale: int, gt_size: int, *, augment: bool = True,
                  repeat: int = 1, seed: int = 0):
         self.scale = check_scale(scale)
         if gt_size % scale:

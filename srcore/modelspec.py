@@ -1,4 +1,7 @@
-"""Build a network from a spec: a zoo architecture name or a genotype (the `spec` in checkpoints)."""
+"""Build a network from a spec: a zoo architecture name or a genotype (the `spec` in checkpoints).
+
+srcore imports no model code: see srcore/registry.py for how the model packages register their builders.
+"""
 from __future__ import annotations
 
 import os
@@ -7,6 +10,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, load_strict, read_checkpoint
+from .registry import build_spec
 
 
 def arch_spec(arch: str, scale: int, **kwargs) -> dict:
@@ -18,17 +22,12 @@ def genotype_spec(genotype) -> dict:
 
 
 def build_model(spec: dict) -> nn.Module:
-    """A fresh (untrained) network for `spec`."""
-    if "genotype" in spec:
-        from search_spaces.genotype import validate
-        from search_spaces.network import build_network
-
-        return build_network(validate(spec["genotype"], "checkpoint spec.genotype"))
-    if "arch" in spec:
-        from distill import zoo
-
-        return zoo.create(spec["arch"], spec["scale"], **spec.get("kwargs", {}))
-    raise CheckpointError(f"model spec needs an 'arch' or a 'genotype' key, got keys {sorted(spec)}")
+    """A fresh (untrained) network for `spec`, by the builder registered for it (srcore.registry); the
+    package that defines the model must have been imported (`import distill`, `import search_spaces`)."""
+    try:
+        return build_spec(spec)
+    except KeyError as e:
+        raise CheckpointError(e.args[0]) from None
 
 
 def spec_scale(spec: dict) -> int:

@@ -1,38 +1,41 @@
-"""Paths into the shared data and weights folder, written the same way on every machine.
+"""Where srnas finds the shared data and weights, and the `${SRNAS_SHARED}` path convention.
 
-Configs name files in the shared folder (benchmark sets, T91, official teacher weights) with the prefix
-`$SRNAS_SHARED/`, e.g. `$SRNAS_SHARED/teachers/rlfn_x2.pth`. `expand_shared` replaces the prefix by the
-folder given by the environment variable SRNAS_SHARED, or, when it is unset, by `<repo>/../shared` (the
-default the tests use too): the same config works from any working directory and on any machine. Paths
-without the prefix are returned unchanged (relative ones stay relative to the working directory).
+The shared folder holds `data/` (Set5, Set14, B100, T91, BSD200) and `teachers/` (official checkpoints). It
+is `$SRNAS_SHARED` when set, else `../shared` next to the repository root (not the working directory).
 
-The prefix is expanded where a file is opened (`srcore.data`, `srcore.checkpoint.load_file`), not when a
-config is loaded, so checkpoints store the portable form.
+A path in a config or on the command line may start with `${SRNAS_SHARED}` or `$SRNAS_SHARED` (e.g.
+`${SRNAS_SHARED}/data/T91`): `expand` replaces it with the shared folder, so a config works from any
+working directory and on any machine; `~` is expanded too. Configs keep the unexpanded text (so do the
+checkpoints that store them); the data and weight loaders (`srcore.data`, `srcore.checkpoint`) expand it
+when they open the path.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-PREFIX = "$SRNAS_SHARED/"
 REPO = Path(__file__).resolve().parent.parent
+SHARED_VAR = "SRNAS_SHARED"
+_TOKENS = ("${SRNAS_SHARED}", "$SRNAS_SHARED")
 
 
-def shared_root() -> Path:
-    """The shared folder: $SRNAS_SHARED, else <repo>/../shared."""
-    env = os.environ.get("SRNAS_SHARED")
+def shared_dir() -> Path:
+    """$SRNAS_SHARED, or ../shared relative to the repository root."""
+    env = os.environ.get(SHARED_VAR)
     return Path(env).expanduser() if env else REPO.parent / "shared"
 
 
-def expand_shared(path: str | os.PathLike) -> str | os.PathLike:
-    """`$SRNAS_SHARED/x` -> `<shared root>/x`; anything else unchanged (same type)."""
+def expand(path: str | os.PathLike) -> str:
+    """`path` with a leading ${SRNAS_SHARED} (or $SRNAS_SHARED) replaced by `shared_dir()` and ~ expanded."""
     s = os.fspath(path)
-    if isinstance(s, str) and s.startswith(PREFIX):
-        return str(shared_root() / s[len(PREFIX):])
-    return path
+    for token in _TOKENS:
+        if s.startswith(token):
+            rest = s[len(token):].lstrip("/\\")
+            return str(shared_dir() / rest) if rest else str(shared_dir())
+    return os.path.expanduser(s)
 
 
 def describe(path: str | os.PathLike) -> str:
-    """A path for error messages: `$SRNAS_SHARED/x (= /abs/x)` when it uses the prefix, else the path."""
-    expanded = expand_shared(path)
-    return f"{os.fspath(path)} (= {expanded})" if os.fspath(expanded) != os.fspath(path) else os.fspath(path)
+    """A path for error messages: `${SRNAS_SHARED}/x (= /abs/x)` when it uses the prefix, else the path."""
+    expanded = expand(path)
+    return f"{os.fspath(path)} (= {expanded})" if expanded != os.fspath(path) else os.fspath(path)

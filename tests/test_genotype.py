@@ -153,7 +153,7 @@ MALFORMED = [
     ("space", _set("space", 1)),
     ("version", _set("version", "1")),
     # unsupported version / scale / space
-    ("version", _set("version", 2)),
+    ("version", _set("version", 3)),
     ("scale", _set("scale", 8)),
     ("space", _set("space", "darts")),
 ]

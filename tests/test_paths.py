@@ -11,16 +11,16 @@ from distill.config import TrainConfig
 from srcore.checkpoint import CheckpointError, load_file
 from srcore.config import load_config
 from srcore.data import BenchmarkSet, DataError, PatchDataset
-from srcore.paths import expand_shared, shared_root
+from srcore.paths import expand, shared_dir
 
 
 def test_expansion_follows_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("SRNAS_SHARED", str(tmp_path))
-    assert expand_shared("$SRNAS_SHARED/data/Set5") == str(tmp_path / "data" / "Set5")
-    assert expand_shared("../shared/data/Set5") == "../shared/data/Set5"  # other paths are left alone
-    assert expand_shared(Path("x/y")) == Path("x/y")
+    assert expand("$SRNAS_SHARED/data/Set5") == str(tmp_path / "data" / "Set5")
+    assert expand("../shared/data/Set5") == "../shared/data/Set5"  # other paths are left alone
+    assert expand(Path("x/y")) == "x/y"
     monkeypatch.delenv("SRNAS_SHARED")
-    assert shared_root() == REPO.parent / "shared"
+    assert shared_dir() == REPO.parent / "shared"
 
 
 @pytest.mark.parametrize("preset", ["kd_none", "kd_output", "kd_fitnet", "kd_facd", "kd_lsfd", "kd_dukd", "kd_dipnet",
@@ -31,7 +31,7 @@ def test_presets_name_shared_files_portably(preset):
     assert paths and all(p.startswith("$SRNAS_SHARED/") for p in paths), paths
     require_shared("teachers")
     for p in paths:
-        assert Path(expand_shared(p)).exists(), p
+        assert Path(expand(p)).exists(), p
 
 
 def test_shared_files_open_from_any_working_directory(tmp_path, monkeypatch):

@@ -9,7 +9,7 @@ summary to OUT/summary.json. OUT is locked for the run (srcore/rundir.py); a fol
 Examples:
   python tools/pipeline.py --config quickstart --out runs/pipeline          # embedded photographs, ~15 min
   python tools/pipeline.py --config smoke --out runs/smoke                   # seconds
-  python tools/pipeline.py --config quickstart --out runs/p --teacher rlfn_s_x2 ...  (see --teacher)
+  python tools/pipeline.py --config quickstart --out runs/p --teacher rlfn_s_x2   # a registered teacher
   python tools/pipeline.py --config quickstart --out runs/p --set train.set='[loop.steps=5000]'
   python tools/pipeline.py --config quickstart --out runs/p --resume         # continue after Ctrl-C
 """
@@ -57,8 +57,10 @@ def main(argv=None) -> int:
     p.add_argument("--config", required=True, help="pipeline YAML or preset (configs/pipeline: smoke, quickstart)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a pipeline key")
-    p.add_argument("--teacher", help="zoo architecture of a pretrained teacher (else one is trained and cached)")
-    p.add_argument("--teacher-weights", help="its official weight file")
+    p.add_argument("--teacher", help="registered teacher weights (e.g. rlfn_s_x2), or a zoo architecture with "
+                                     "--teacher-weights (else one is trained here and cached)")
+    p.add_argument("--teacher-weights", help="weight file for --teacher")
+    p.add_argument("--allow-download", action="store_true", help="let a missing registered teacher be downloaded")
     p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
     p.add_argument("--threads", type=int, help="torch CPU threads for every stage (1 is fastest for the smoke "
                                                "preset on a small CPU)")
@@ -93,8 +95,12 @@ def _pipeline(args, cfg: PipelineConfig, log) -> int:
     log.info(f"[2/3] train {genotype} ({cfg.train.config}) -> {train_dir}")
     argv_train = ["--config", cfg.train.config, "--out", str(train_dir), *runtime,
                   "--set", f"student.genotype={genotype}", *cfg.train.set]
-    if args.teacher or args.teacher_weights:
-        argv_train += ["--teacher", args.teacher or "", "--teacher-weights", args.teacher_weights or ""]
+    if args.teacher:
+        argv_train += ["--teacher", args.teacher]
+    if args.teacher_weights:
+        argv_train += ["--teacher-weights", args.teacher_weights]
+    if args.allow_download:
+        argv_train.append("--allow-download")
     argv_train += _continue(args, train_dir, "last.pt")
     rc = train.main(argv_train)
     if rc != 0:

@@ -7,7 +7,9 @@ The PNG has up to four sections, top to bottom:
     on the remaining branch, plus the stage input) -> c4 3x3 -> concat -> c5 1x1 -> ESA -> output; one
     small panel per distinct cell when the genotype gives per-cell ops (`cells`);
   * the network-level graph: head -> cells 1..N (cell k >= 3 fed by a 1x1 conv over its two chosen
-    earlier cells) -> concat + 1x1 -> LR conv 3x3 (+ head skip) -> pixel-shuffle upsampler xS;
+    earlier cells) -> concat + 1x1 -> LR conv 3x3 (+ head skip) -> pixel-shuffle upsampler xS, and the
+    image-space skip from the LR input when the genotype has one (the nearest anchor added before the shuffle,
+    or the bicubic upscaled input added after it);
   * with --alphas: softmax(alpha) per edge (one line per op; one row of edges per cell when alpha is
     per-cell) and softmax(beta) per cell k >= 3 over its predecessors, against the logged step; the ops /
     inputs the genotype finally chose are drawn bold.
@@ -119,12 +121,27 @@ def network_graph(genotype: Genotype) -> nx.DiGraph:
     g.add_node("cout", pos=(xs[0], y), label=f"concat B1..B{n}\n+ 1x1 (cout)" if n > 1 else "1x1 (cout)", kind="concat")
     g.add_node("lrconv", pos=(xs[1], y), label="LR_conv\n3x3", kind="conv")
     g.add_node("add", pos=(xs[2], y), label="+ head\n(skip)", kind="add")
-    g.add_node("up", pos=(xs[3], y), label=f"upsampler\nconv + shuffle x{genotype.scale}", kind="conv")
-    g.add_node("sr", pos=(xs[4] + 0.3, y), label=f"SR output\nx{genotype.scale}", kind="io")
+    s, skip = genotype.scale, genotype.skip
+    up_label = f"upsampler\nconv + shuffle x{s}" if skip != "nearest" else f"upsampler conv\n+ anchor, shuffle x{s}"
+    g.add_node("up", pos=(xs[3], y), label=up_label, kind="conv")
+    g.add_node("sr", pos=(xs[4] + (1.9 if skip == "bicubic" else 0.3), y), label=f"SR output\nx{s}", kind="io")
     for k in range(1, n + 1):
         g.add_edge(f"B{k}", "cout")
     g.add_edge("head", "add", rad=0.33, style="--")
-    g.add_edges_from([("cout", "lrconv"), ("lrconv", "add"), ("add", "up"), ("up", "sr")])
+    g.add_edges_from([("cout", "lrconv"), ("lrconv", "add"), ("add", "up")])
+    if skip == "bicubic":  # image-space skip: the fixed bicubic upscaling added after the shuffle
+        g.add_node("bicubic", pos=(xs[3], y - 1.3), label=f"image skip: bicubic x{s}\n(fixed, no weights)",
+                   kind="io")
+        g.add_node("addskip", pos=(xs[4] + 0.3, y), label="+ bicubic\n(skip)", kind="add")
+        g.add_edge("lr", "bicubic", rad=0.12, style="--")
+        g.add_edges_from([("up", "addskip"), ("bicubic", "addskip"), ("addskip", "sr")])
+    elif skip == "nearest":  # the LR repeated s^2 times, added before the shuffle (ABPN's anchor)
+        g.add_node("anchor", pos=(xs[3], y - 1.3), label=f"image skip: LR repeated x{s * s}\n(nearest anchor)",
+                   kind="io")
+        g.add_edge("lr", "anchor", rad=0.12, style="--")
+        g.add_edges_from([("anchor", "up"), ("up", "sr")])
+    else:
+        g.add_edge("up", "sr")
     return g
 
 
@@ -319,7 +336,7 @@ def _title(genotype: Genotype, name: str) -> str:
     except Exception:  # the drawing does not depend on it
         params = ""
     return (f"{name}: space {genotype.space}, x{genotype.scale}, C={genotype.channels}, "
-            f"N={genotype.num_cells} cells{params}")
+            f"N={genotype.num_cells} cells, skip {genotype.skip}{params}")
 
 
 def plot_genotype(genotype: Genotype | str | Path, out_png: str | Path,

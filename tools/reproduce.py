@@ -22,7 +22,7 @@ from distill.pretrained import load_pretrained, provenance_cells, provenance_psn
 from srcore.checkpoint import load_strict, read_state_dict
 from srcore.data import BenchmarkSet
 from srcore.evaluation import evaluate_bicubic, evaluate_model
-from srcore.paths import shared_root
+from srcore.paths import shared_dir
 from srcore.rundir import check_output_file
 
 # file in shared/teachers, architecture (or genotype:<name>), scales
@@ -72,7 +72,7 @@ def load(arch: str, path: Path, scale: int) -> torch.nn.Module:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--shared", type=Path, default=shared_root(),
+    p.add_argument("--shared", type=Path, default=shared_dir(),
                    help="folder with data/ and teachers/ (default $SRNAS_SHARED, else ../shared)")
     p.add_argument("--sets", nargs="+", default=["Set5", "Set14", "B100"])
     p.add_argument("--out", type=Path, default=REPO / "docs" / "reproduction.md")

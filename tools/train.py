@@ -3,8 +3,10 @@
 
 Examples:
   python tools/train.py --config smoke --out runs/smoke                      # seconds, embedded data
+  python tools/train.py --config t291 --out runs/t291 --teacher rlfn_s_x2    # T91+BSD200: 37.1 dB on Set5 x2
+  python tools/train.py --config quickstart --out runs/qs --teacher rlfn_s_x2   # a registered teacher
   python tools/train.py --config quickstart --out runs/qs \
-      --teacher rlfn_s --teacher-weights ../shared/teachers/rlfn_s_x2.pth
+      --teacher rlfn_s --teacher-weights ../shared/teachers/rlfn_s_x2.pth   # a zoo arch + a weight file
   python tools/train.py --config quickstart --out runs/qs                    # trains (and caches) a teacher first
   python tools/train.py --config configs/train/kd_dukd.yaml --out runs/dukd --set loop.steps=2000
   python tools/train.py --config paper --out runs/paper --set data.train=/data/DF2K/HR --resume
@@ -34,12 +36,14 @@ import torch
 import torch.distributed as dist
 from common import CONFIGS, print_error, progress, run_cli, setup_logging, setup_runtime
 
+from distill import zoo
 from distill.config import LossTerm, StudentConfig, TeacherConfig, TrainConfig
-from distill.trainer import Callback, NonFiniteLoss, Trainer
+from distill.trainer import Callback, NonFiniteLoss, Trainer, student_skip
 from srcore.config import ConfigError, load_config, to_dict
 from srcore.interrupt import DeferredInterrupt
 from srcore.layers import min_input_size
 from srcore.rundir import RunDirError, claim_run_dir
+from srcore.weights import ALLOW_DOWNLOAD_VAR, WEIGHTS
 
 PRESETS = CONFIGS / "train"
 OUTPUTS = ("last.pt", "best.pt", "metrics.jsonl")  # what a training run writes into --out
@@ -54,8 +58,11 @@ def parse_args(argv):
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--overwrite", action="store_true",
                    help="delete the run in OUT (checkpoints, metrics.jsonl) and start again")
-    p.add_argument("--teacher", help="teacher zoo architecture (replaces the config's teacher list)")
-    p.add_argument("--teacher-weights", help="official weight file for --teacher")
+    p.add_argument("--teacher", help="registered teacher weights (e.g. rlfn_s_x2; see srcore/weights.py), or a zoo "
+                                     "architecture with --teacher-weights; replaces the config's teacher list")
+    p.add_argument("--teacher-weights", help="weight file for --teacher (for a registered name: instead of the lookup)")
+    p.add_argument("--allow-download", action="store_true",
+                   help="let a registered teacher missing on disk be downloaded (sha256-checked) into the cache")
     p.add_argument("--cache-dir", type=Path, default=Path(os.environ.get("SRNAS_CACHE", "~/.cache/srnas")),
                    help="cache of teachers trained by pretrain_teacher (default $SRNAS_CACHE or ~/.cache/srnas)")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu, cuda, ...")
@@ -128,10 +135,17 @@ class StopOnInterrupt(Callback):
 
 
 def teacher_run_config(cfg: TrainConfig) -> TrainConfig:
-    """The config that trains the quickstart teacher: same data and loop, the teacher arch as student, L1 only."""
+    """The config that trains the quickstart teacher: same data and loop, the teacher arch as student, L1 only,
+    on [0, 1] (rgb_range 1) and with the student's image-space skip (unless pretrain_teacher.kwargs say)."""
     pt = cfg.pretrain_teacher
+    kwargs = {"rgb_range": 1.0, "skip": student_skip(cfg.student), **pt.kwargs}
+    try:
+        zoo.create(pt.arch, cfg.student.scale, **kwargs)
+    except TypeError as e:
+        raise ConfigError(f"pretrain_teacher: {pt.arch} cannot be built with {kwargs} ({e}); the image-space skip "
+                          "is an option of rlfn/rlfn_s (set pretrain_teacher.kwargs.skip: none for others)") from None
     return dataclasses.replace(
-        cfg, student=StudentConfig(arch=pt.arch, scale=cfg.student.scale, kwargs=dict(pt.kwargs)), teacher=[],
+        cfg, student=StudentConfig(arch=pt.arch, scale=cfg.student.scale, kwargs=kwargs), teacher=[],
         loss=[LossTerm("l1", "l1")], stages=[], pretrain_teacher=None,
         data=dataclasses.replace(cfg.data, cache_teacher=False, fixed_patches=False),
         optim=dataclasses.replace(cfg.optim, lr=pt.lr, ema=0.0),
@@ -175,6 +189,19 @@ def _publish_teacher(run_dir: Path, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     shutil.copyfile(src, tmp)
     os.replace(tmp, path)
+def teacher_from_args(teacher: str | None, weights: str | None) -> TeacherConfig:
+    """--teacher NAME [--teacher-weights FILE] for registered weights, or --teacher ARCH --teacher-weights FILE."""
+    if not teacher:
+        raise ConfigError("--teacher-weights needs --teacher (a registered name such as rlfn_s_x2, or a zoo arch)")
+    if teacher in WEIGHTS:
+        return TeacherConfig(name=teacher, weights=weights)
+    if teacher in zoo.list_models():
+        if not weights:
+            raise ConfigError(f"--teacher {teacher} is an architecture: give its --teacher-weights FILE, or a "
+                              f"registered name ({', '.join(n for n in WEIGHTS if WEIGHTS[n].arch == teacher)})")
+        return TeacherConfig(arch=teacher, weights=weights)
+    raise ConfigError(f"--teacher {teacher!r} is neither registered weights ({', '.join(sorted(WEIGHTS))}) nor a "
+                      "zoo architecture")
 
 
 def init_distributed(device: str) -> str:
@@ -237,10 +264,10 @@ def main(argv=None) -> int:
     bars: list[RichProgress] = []
     try:
         cfg = load_config(TrainConfig, args.config, args.overrides, preset_dir=PRESETS)
+        if args.allow_download:
+            os.environ[ALLOW_DOWNLOAD_VAR] = "1"
         if args.teacher or args.teacher_weights:
-            if not (args.teacher and args.teacher_weights):
-                raise ConfigError("--teacher and --teacher-weights go together")
-            cfg = dataclasses.replace(cfg, teacher=[TeacherConfig(arch=args.teacher, weights=args.teacher_weights)])
+            cfg = dataclasses.replace(cfg, teacher=[teacher_from_args(args.teacher, args.teacher_weights)])
         with claim_out(args, rank) as run, (DeferredInterrupt() if world == 1 else nullcontext()) as interrupt:
             if rank == 0:
                 for f in run.cleaned:
@@ -254,12 +281,12 @@ def main(argv=None) -> int:
             try:
                 if cfg.needs_teacher() and not cfg.teacher:
                     if cfg.pretrain_teacher is None:
-                        raise ConfigError("the loss needs a teacher: give --teacher ARCH --teacher-weights FILE, a "
+                        raise ConfigError("the loss needs a teacher: give --teacher NAME (e.g. rlfn_s_x2), a "
                                           "teacher list in the config, or a pretrain_teacher section")
                     bars = [RichProgress(log, f"teacher {cfg.pretrain_teacher.arch}")] if rank == 0 else []
                     path = pretrained_teacher(cfg, args.cache_dir, device, bars + [stop])
                     log.info(f"teacher: {path}")
-                    cfg = dataclasses.replace(cfg, teacher=[TeacherConfig(checkpoint=str(path))])
+                    cfg = dataclasses.replace(cfg, teacher=[TeacherConfig(checkpoint=str(path), trained_here=True)])
                 bars = [RichProgress(log, "student")] if rank == 0 else []
                 trainer = Trainer(cfg, args.out, device, bars + [stop])
                 check_patch_size(cfg, [trainer.student, *trainer.teachers])
