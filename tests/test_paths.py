@@ -23,12 +23,19 @@ def test_expansion_follows_the_environment(monkeypatch, tmp_path):
     assert shared_dir() == REPO.parent / "shared"
 
 
+def _shared_paths(cfg: TrainConfig) -> list[str]:
+    train = cfg.data.train if isinstance(cfg.data.train, (list, tuple)) else [cfg.data.train]
+    return [t.weights for t in cfg.teacher if t.weights] + [p for p in train if not p.startswith("/data/")] \
+        + list(cfg.val.data)
+
+
 @pytest.mark.parametrize("preset", ["kd_none", "kd_output", "kd_fitnet", "kd_facd", "kd_lsfd", "kd_dukd", "kd_dipnet",
-                                    "paper"])
+                                    "paper", "t291"])
 def test_presets_name_shared_files_portably(preset):
     cfg = load_config(TrainConfig, preset, preset_dir=REPO / "configs" / "train")
-    paths = [t.weights for t in cfg.teacher] + ([cfg.data.train] if preset != "paper" else []) + list(cfg.val.data)
-    assert paths and all(p.startswith("$SRNAS_SHARED/") for p in paths), paths
+    paths = _shared_paths(cfg)
+    assert paths and all(p.startswith("${SRNAS_SHARED}/") for p in paths), paths
+    assert all(t.name or t.checkpoint for t in cfg.teacher), cfg.teacher  # weights by registered name
     require_shared("teachers")
     for p in paths:
         assert Path(expand(p)).exists(), p
@@ -51,12 +58,3 @@ def test_missing_shared_files_name_both_forms(tmp_path, monkeypatch):
         BenchmarkSet("$SRNAS_SHARED/data/Set5", 2)
     with pytest.raises(CheckpointError, match=rf"\(= {tmp_path}/teachers/x.pth\): no such checkpoint file"):
         load_file("$SRNAS_SHARED/teachers/x.pth")
-
-
-def test_distill_table_points_the_presets_at_its_shared_folder(tmp_path):
-    from conftest import import_tool
-
-    cfg = import_tool("distill_table").method_config("dipnet", 100, 1, tmp_path)
-    assert cfg.data.train == str(tmp_path / "data" / "T91")
-    assert [t.weights for t in cfg.teacher] == [str(tmp_path / "teachers" / f) for f in ("rlfn_x2.pth",
-                                                                                         "rlfn_s_x2.pth")]
