@@ -31,6 +31,7 @@ from common import CONFIGS, console, progress, run_cli, setup_logging
 from distill.config import LossTerm, StudentConfig, TeacherConfig, TrainConfig
 from distill.trainer import Callback, NonFiniteLoss, Trainer
 from srcore.config import ConfigError, load_config, to_dict
+from srcore.distributed import init_from_env as init_distributed
 
 PRESETS = CONFIGS / "train"
 
@@ -114,19 +115,6 @@ def pretrained_teacher(cfg: TrainConfig, cache_dir: Path, device: str, callbacks
     if dist.is_initialized():
         dist.barrier()
     return path
-
-
-def init_distributed(device: str) -> str:
-    """Join the torchrun process group (gloo on CPU, NCCL on CUDA); returns this process's device."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return device
-    if device.startswith("cuda"):
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        dist.init_process_group("nccl")
-        return f"cuda:{local}"
-    dist.init_process_group("gloo")
-    return device
 
 
 def main(argv=None) -> int:
