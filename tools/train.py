@@ -40,6 +40,7 @@ from distill import zoo
 from distill.config import LossTerm, StudentConfig, TeacherConfig, TrainConfig
 from distill.trainer import Callback, NonFiniteLoss, Trainer, student_skip
 from srcore.config import ConfigError, load_config, to_dict
+from srcore.distributed import init_from_env as init_distributed
 from srcore.interrupt import DeferredInterrupt
 from srcore.layers import min_input_size
 from srcore.rundir import RunDirError, claim_run_dir
@@ -189,6 +190,8 @@ def _publish_teacher(run_dir: Path, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     shutil.copyfile(src, tmp)
     os.replace(tmp, path)
+
+
 def teacher_from_args(teacher: str | None, weights: str | None) -> TeacherConfig:
     """--teacher NAME [--teacher-weights FILE] for registered weights, or --teacher ARCH --teacher-weights FILE."""
     if not teacher:
@@ -202,19 +205,6 @@ def teacher_from_args(teacher: str | None, weights: str | None) -> TeacherConfig
         return TeacherConfig(arch=teacher, weights=weights)
     raise ConfigError(f"--teacher {teacher!r} is neither registered weights ({', '.join(sorted(WEIGHTS))}) nor a "
                       "zoo architecture")
-
-
-def init_distributed(device: str) -> str:
-    """Join the torchrun process group (gloo on CPU, NCCL on CUDA); returns this process's device."""
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return device
-    if device.startswith("cuda"):
-        local = int(os.environ.get("LOCAL_RANK", "0"))
-        torch.cuda.set_device(local)
-        dist.init_process_group("nccl")
-        return f"cuda:{local}"
-    dist.init_process_group("gloo")
-    return device
 
 
 def claim_out(args, rank: int):
