@@ -191,6 +191,11 @@ class RunLock:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     holder = self._read(fd)
+                    for _ in range(20):  # the holder writes its record just after taking the lock: give it 1 s
+                        if holder is not None:
+                            break
+                        time.sleep(0.05)
+                        holder = self._read(fd)
                     if not wait:
                         raise self.busy_error(holder) from None
                     if on_wait:

@@ -290,7 +290,7 @@ def search_ckpt(tmp_path_factory):
     cfg = SearchConfig(space=SpaceConfig(ops=("identity", "conv_1x1", "conv_3x3"), num_cells=3, channels=8))
     path = tmp_path_factory.mktemp("search") / "checkpoint.pt"
     save_checkpoint(path, state_dict=SuperNet(cfg.space).state_dict(), spec={}, config=to_dict(cfg), step=0,
-                    search_state={})
+                    total_steps=10, search_state={})
     return path
 
 

@@ -55,6 +55,10 @@ def read_search(source: Path) -> tuple[dict, SearchConfig, Path]:
     ckpt = load_file(path)
     if not isinstance(ckpt, dict) or "search_state" not in ckpt:
         raise CheckpointError(f"{path}: not a search checkpoint (written by tools/search.py)")
+    missing = [k for k in ("config", "state_dict", "step", "total_steps") if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path}: a search checkpoint without {', '.join(missing)} (damaged, or written by "
+                              "another srnas version)")
     return ckpt, from_dict(SearchConfig, ckpt["config"], str(path)), path
 
 
