@@ -1,5 +1,8 @@
 """Genotype: the discrete result of a DLSR-style search, as a small versioned YAML file.
 
+(This file is the `dlsr` space's schema and the loader of every genotype: a file with `space: esr` is checked
+by search_spaces/esr_genotype.py instead and loads as an `ESRGenotype`.)
+
 A genotype says which network the search found, at both of DLSR's levels:
   * cell level: the three searched ops of the distillation cell (one per distillation stage), either
     shared by every cell (`cell: [op1, op2, op3]`) or given per cell (`cells: [[...], [...], ...]`,

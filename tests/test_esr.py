@@ -381,3 +381,22 @@ def test_esr_preset_for_the_study_loads():
     cfg = load_config(_pick(), "esr", [], PRESETS)
     assert isinstance(cfg, ESRSearchConfig) and cfg.space.scale == 4 and cfg.cost.kind == "latency"
     assert isinstance(cfg.arch, ArchConfig)
+
+
+def test_study_verdicts_need_psnr_beyond_the_noise_at_equal_latency():
+    study = import_tool("esr_study")
+
+    def st(means):
+        return {"per_seed": means, "seeds": list(range(len(means))), "mean": sum(means) / len(means)}
+
+    stats = {"searched": st([30.30, 30.34]), "span": st([30.0, 30.1]), "spanv2": st([30.31, 30.30])}
+    out = study.verdicts(stats, {"searched": 100.0, "span": 120.0, "spanv2": 101.0}, noise=0.02)
+    assert "It beats it" in out[0] and "faster" in out[0]
+    assert "same PSNR within the noise" in out[1] and "does not beat" in out[1]
+    slower = study.verdicts(stats, {"searched": 150.0, "span": 120.0, "spanv2": 101.0}, noise=0.02)
+    assert "slower" in slower[0] and "does not beat" in slower[0]
+    busy = {"ms": {"a": 900.0}, "threads": 2, "cores": 2, "loadavg_1min": [6.0, 7.0],
+            "by_threads": {"2": {"ms": {"a": 900.0}}, "1": {"ms": {"a": 40.0}}}}
+    assert study.latency_basis(busy)[0] == {"a": 40.0} and "busy" in study.latency_basis(busy)[1]
+    quiet = {**busy, "loadavg_1min": [0.5, 0.6]}
+    assert study.latency_basis(quiet) == ({"a": 900.0}, "2 threads")
