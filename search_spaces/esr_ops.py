@@ -19,7 +19,7 @@ or 1x1-gated attention. Every choice here is a registry (a plain dict of factori
   last conv output and r = x + f its residual sum:
     none   r;
     spab   SPAN's parameter-free gate, r * (sigmoid(f) - 0.5);
-    guide  SPANV2's guidance map, r * conv1x1(f) (a 1x1 conv with bias);
+    guide  SPANV2's guidance map, r * conv1x1(f) (a 1x1 conv with bias, starting as the identity gate);
     esa    RLFN's reduced enhanced spatial attention on r (`srcore.layers.ESA(full=False)`, C/4 channels,
            at least 4).
 
@@ -89,11 +89,19 @@ class ParameterFreeAttention(nn.Module):
 
 
 class GuidanceMap(nn.Module):
-    """SPANV2's gate: r * conv(f), `conv` a 1x1 convolution with bias (the guidance map)."""
+    """SPANV2's gate: r * conv(f), `conv` a 1x1 convolution with bias (the guidance map).
+
+    It starts as the identity gate (weight 0, bias 1), so an untrained guided block is a plain residual block
+    (SkipInit / ReZero style). With PyTorch's default init the gate multiplies the features by about 0.1 per
+    block: after SPANV2's four guided blocks they are ~1e-6 of the input, the last convs see nothing, and the
+    SPANV2 layout did not train from scratch here (L1 flat for 300 steps at Adam 5e-4 and 1e-3, divergence at
+    2e-3; docs/esr_study.md). Loaded weights replace the init."""
 
     def __init__(self, channels: int):
         super().__init__()
         self.conv = nn.Conv2d(channels, channels, 1)
+        nn.init.zeros_(self.conv.weight)
+        nn.init.ones_(self.conv.bias)
 
     def forward(self, f: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         return r * self.conv(f)
