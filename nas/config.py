@@ -180,6 +180,10 @@ class CostConfig:
     `target` is absolute, in the unit of `kind`. The hinge pulls only while E is above the target (a
     bare linear pull would drive every edge to the cheapest op); `two_sided` also pushes up from below.
     `ramp` goes linearly from 0 to 1 over `ramp_epochs` after the warm-up (0: at once).
+    With `reference` (esr space only: a named genotype or a genotype file of the space, e.g. span_x4),
+    `target` is a fraction of that genotype's cost in the search's own table, resolved when the table is
+    built: a latency target then moves with the machine's speed instead of being a number of milliseconds
+    measured some other time.
     """
 
     kind: Literal["none", "params", "macs", "latency"] = "none"
@@ -189,6 +193,7 @@ class CostConfig:
     ramp_epochs: float = 0.0
     input_size: tuple[int, int] = (64, 64)  # LR size (H, W) for MACs and latency
     latency_repeats: int = 5  # timed runs per op (median) when measuring the latency table
+    reference: str | None = None  # esr: target = this fraction of the reference genotype's cost in the table
 
     def __post_init__(self) -> None:
         if self.kind != "none" and (self.target is None or self.weight <= 0):
@@ -268,6 +273,9 @@ class SearchConfig:
         if self.data.gt_size % self.space.scale:
             raise ValueError(f"data.gt_size = {self.data.gt_size} must be divisible by space.scale = "
                              f"{self.space.scale}")
+        if self.cost.reference is not None:
+            raise ValueError("cost.reference: a target relative to a reference genotype is implemented for the esr "
+                             "space; give the dlsr space an absolute cost.target")
         unknown = [name for name in self.derive.exclude if name not in self.space.ops]
         if unknown:
             raise ValueError(f"derive.exclude: {unknown} not in space.ops ({', '.join(self.space.ops)})")
@@ -353,6 +361,10 @@ class ESRSearchConfig(SearchConfig):
         if self.derive.method != "argmax":
             raise ValueError(f"derive.method = {self.derive.method}: the esr space derives by argmax (perturbation "
                              "selection is implemented for the dlsr space)")
+        if self.cost.reference is not None:
+            from nas.esr_cost import reference_genotype  # (nas.esr_cost imports this module)
+
+            reference_genotype(self.cost.reference, self.space)
 
 
 def search_config_class(data: dict, source: str = "config") -> type[SearchConfig]:

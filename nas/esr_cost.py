@@ -168,6 +168,7 @@ class ESRCostModel(nn.Module):
         self.table, self.space, self.cfg = table, space, cfg
         if cfg.target is None:
             raise ValueError("cost.target is needed for a cost penalty")
+        self.target = cfg.target  # absolute, in the table's unit
         self.layout = layout(space)
         self.segments = {s.name: s for s in self.layout}
         self.costs: dict[str, torch.Tensor] = {}
@@ -181,6 +182,9 @@ class ESRCostModel(nn.Module):
             seg = self.segments["block1.conv"]
             self.costs["block1.conv_rgb"] = torch.tensor([table.ops[f"conv_rgb:{n}"] for n in seg.candidates],
                                                          dtype=torch.float64)
+
+        if cfg.reference is not None:
+            self.target = cfg.target * self.derived_cost(reference_genotype(cfg.reference, space))
 
     def expected(self, alphas: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
         """The expected deployed cost (module docstring), differentiable in alphas."""
@@ -201,7 +205,7 @@ class ESRCostModel(nn.Module):
 
     def penalty(self, alphas: torch.Tensor, tau: float = 1.0, ramp: float = 1.0) -> torch.Tensor:
         """weight * ramp * relu(E / target - 1) (hinge) or |E / target - 1| (two_sided), in alphas' dtype."""
-        gap = self.expected(alphas, tau) / self.cfg.target - 1.0
+        gap = self.expected(alphas, tau) / self.target - 1.0
         gap = F.relu(gap) if self.cfg.mode == "hinge" else gap.abs()
         return (self.cfg.weight * ramp * gap).to(alphas.dtype)
 
@@ -214,6 +218,29 @@ class ESRCostModel(nn.Module):
             else:
                 total += 3 * ops[f"conv:{b.conv}"] + 2 * ops[f"act:{b.act}"] + ops[f"attn:{b.attn}"]
         return total + ops[f"skip:{g.skip}"]
+
+
+def reference_genotype(name: str, space: ESRSpaceConfig) -> ESRGenotype:
+    """`cost.reference` loaded and checked against the space: its fixed parts must be the space's and its
+    choices in the table, so that its table cost is the cost of the network it names."""
+    from search_spaces.genotype import load_genotype
+
+    g = load_genotype(name)
+    if not isinstance(g, ESRGenotype):
+        raise ValueError(f"cost.reference = {name!r}: not an esr genotype")
+    for key in ("channels", "scale", "head", "fusion", "bias"):
+        if getattr(g, key) != getattr(space, key):
+            raise ValueError(f"cost.reference = {name!r}: its {key} ({getattr(g, key)!r}) differs from the space's "
+                             f"({getattr(space, key)!r}); the table would not price it")
+    if g.body not in ("none", space.body) or len(g.taps) != space.taps:
+        raise ValueError(f"cost.reference = {name!r}: its body conv and number of taps must be the space's "
+                         f"({space.body}, {space.taps})")
+    missing = sorted({v for b in g.blocks for v, known in ((b.conv, space.convs), (b.act, space.acts),
+                                                               (b.attn, space.attns)) if v not in known}
+                     | ({g.skip} - set(space.skips)))
+    if missing:
+        raise ValueError(f"cost.reference = {name!r}: uses {', '.join(missing)}, not candidates of the space")
+    return g
 
 
 def conv_costs(table: CostTable | None, space: ESRSpaceConfig) -> tuple[dict[str, float], str]:

@@ -526,7 +526,8 @@ class Search:
                                 "out": str(out), "batches_per_epoch": self.batches_per_epoch,
                                 "weights": sum(p.numel() for p in self.weight_params), "world_size": self.world,
                                 "train_images": len(self.train_ds.images), "val_images": len(self.val_ds.images),
-                                "cost_table": self.cost_table.to_dict() if self.cost_table else None})
+                                "cost_table": self.cost_table.to_dict() if self.cost_table else None,
+                                "cost_target": getattr(self.cost_model, "target", self.cfg.cost.target)})
         with _DeferredInterrupt() as interrupt, (open(out / HISTORY, "a") if self.rank == 0 else _Null()) as history:
             status = self._loop(history, interrupt, stop_at)
         self.save()

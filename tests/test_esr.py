@@ -34,6 +34,7 @@ from srcore.cost import count_params
 from srcore.data import BenchmarkSet
 from srcore.evaluation import evaluate_model
 from srcore.modelspec import load_checkpoint_model
+from srcore.yamlio import safe_load
 
 GENOTYPES = REPO / "search_spaces" / "genotypes"
 PRESETS = REPO / "configs" / "search"
@@ -67,7 +68,7 @@ def test_named_esr_genotypes_round_trip_byte_exact(name, tmp_path):
 
 
 def _raw(**changes):
-    raw = yaml.safe_load((GENOTYPES / "span_x4.yaml").read_text())
+    raw = safe_load((GENOTYPES / "span_x4.yaml").read_text())
     for k, v in changes.items():
         if v is None:
             del raw[k]
@@ -102,7 +103,7 @@ def test_esr_genotype_errors_are_one_line_naming_file_and_key(tmp_path, changes,
 
 
 def test_head_none_needs_a_first_block_that_maps_rgb(tmp_path):
-    raw = yaml.safe_load((GENOTYPES / "spanv2_x4.yaml").read_text())
+    raw = safe_load((GENOTYPES / "spanv2_x4.yaml").read_text())
     raw["blocks"][0] = {"conv": "rrrb", "act": "relu", "attn": "none"}
     with pytest.raises(ValueError, match=r"blocks\[0\]\.conv = 'rrrb'"):
         load_genotype(_write(tmp_path, raw))
@@ -283,6 +284,17 @@ def test_params_cost_table_counts_the_deployed_derived_network_exactly(kw):
     alphas = torch.zeros(layout(sp)[-1].stop, requires_grad=True)
     model.penalty(alphas).backward()  # E is above the 1000-parameter target: the hinge pulls
     assert alphas.grad.abs().sum() > 0
+
+
+def test_cost_target_relative_to_a_reference_genotype():
+    sp = ESRSpaceConfig(channels=28, num_blocks=6)  # the space of the study preset: span_x4 fits it
+    cost = CostConfig(kind="params", weight=1.0, target=0.8, reference="span_x4", input_size=(16, 16))
+    model = ESRCostModel(build_esr_cost_table(sp, cost), sp, cost)
+    assert model.target == pytest.approx(0.8 * count_params(deployed(build_network("span_x4"))))
+    with pytest.raises(ValueError, match="cost.reference = 'spanv2_x4': its channels"):
+        ESRSearchConfig(space=sp, cost=cost.__class__(**{**vars(cost), "reference": "spanv2_x4"}))
+    with pytest.raises(ValueError, match="cost.reference: .*esr space"):
+        SearchConfig(cost=cost)
 
 
 def test_latency_table_is_measured_for_the_deployed_ops():

@@ -8,8 +8,8 @@ beats the published SPAN and SPANV2 layouts at equal deployed latency, when all 
 
 1. Search (tools/search.py, preset configs/search/esr.yaml: x4, T91 + BSD200, every esr choice relaxed, a
    latency hinge): its target is --target-ratio times the SPAN layout's cost in the search's own latency table
-   (deployed ops, measured on this machine), so the search aims at SPANV2's speed class (SPANV2 is 0.8x SPAN
-   on this CPU). The derived genotype is the study's "searched" row.
+   (deployed ops, measured on this machine; `cost.reference: span_x4`), so the search aims at SPANV2's speed
+   class (SPANV2 is 0.8x SPAN on this CPU). The derived genotype is the study's "searched" row.
 2. Train the searched genotype, the SPAN layout and the SPANV2 layout (search_spaces/genotypes/span_x4.yaml,
    spanv2_x4.yaml, random initialisation) with one recipe (configs/train/esr_x4.yaml: L1 + output KD from
    SPANV2's official weights, Adam, cosine, EMA) for --steps steps, once per seed of --seeds.
@@ -24,7 +24,8 @@ beats the published SPAN and SPANV2 layouts at equal deployed latency, when all 
 
 Resumable and kill -9 safe: the search checkpoints every 50 steps, each training run every 100 steps (its own
 folder OUT/train/<row>/seed<k>/, with result.json once scored); the same command continues. Files in --out:
-target.json, search/ (a tools/search.py folder + result.json), train/, references.json, latency.json.
+search/ (a tools/search.py folder + result.json), train/, references.json, latency.json, and notes.md if
+someone writes one (hand-written remarks, appended to the doc under "Notes").
 """
 from __future__ import annotations
 
@@ -53,7 +54,8 @@ from distill.config import TrainConfig
 from distill.trainer import Trainer
 from nas.config import search_config_class
 from nas.cost import CostTable
-from nas.esr_cost import ESRCostModel, build_esr_cost_table
+from nas.esr_cost import ESRCostModel
+from nas.search import HISTORY
 from search_spaces.esr_network import OFFICIAL_FILES, ESRNet, load_official
 from search_spaces.genotype import load_genotype
 from search_spaces.network import build_network
@@ -108,34 +110,16 @@ def search_config(args):
     return load_config(search_config_class, args.search_config, args.search_set, CONFIGS / "search")
 
 
-def search_target(args) -> dict:
-    """The cost target: --target-ratio x the SPAN layout's cost in a latency table measured like the search's."""
-    path = args.out / "target.json"
-    if path.is_file():
-        return json.loads(path.read_text())
-    cfg = search_config(args)
-    torch.set_num_threads(args.threads)
-    table = build_esr_cost_table(cfg.space, cfg.cost, args.device)
-    span = dataclasses.replace(load_genotype("span_x4"), channels=cfg.space.channels)
-    span_cost = ESRCostModel(table, cfg.space, cfg.cost).derived_cost(span)
-    out = {"span_cost": span_cost, "ratio": args.target_ratio, "target": args.target_ratio * span_cost,
-           "unit": table.unit, "table": table.to_dict()}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=2) + "\n")
-    return out
-
-
 def run_search(args) -> dict:
-    """Search (or resume, or reuse) and return its result: the genotype path, the target, the report."""
+    """Search (or resume, or reuse) and return its result: the genotype path and the collapse report."""
     import search as search_cli  # tools/search.py
 
     out = args.out / "search"
     done = out / RESULT
     if done.is_file():
         return json.loads(done.read_text())
-    target = search_target(args)
     argv = ["--config", args.search_config, "--out", str(out), "--threads", str(args.threads), "--device",
-            args.device, "--set", f"cost.target={target['target']}", "--no-plot"]
+            args.device, "--set", "cost.reference=span_x4", "--set", f"cost.target={args.target_ratio}", "--no-plot"]
     for s in args.search_set:
         argv += ["--set", s]
     if (out / "checkpoint.pt").is_file():
@@ -146,15 +130,37 @@ def run_search(args) -> dict:
         raise RuntimeError(f"the search stopped (exit {rc}); rerun the study to continue it")
     report = json.loads((out / "collapse_report.json").read_text())
     ckpt = read_checkpoint(out / "checkpoint.pt")
-    cfg = search_config(args)
-    table = CostTable.from_dict(ckpt["search_state"]["cost_table"])
-    g = load_genotype(out / "genotype.yaml")
-    result = {"genotype": str(out / "genotype.yaml"), "target": target, "steps": int(ckpt["step"]),
-              "search_s": time.perf_counter() - t0, "verdict": report["verdict"], "warnings": report["warnings"],
-              "derived_cost": ESRCostModel(table, cfg.space, cfg.cost).derived_cost(g), "table_unit": table.unit,
-              "config": ckpt["config"], "summary": report["summary"]}
+    result = {"genotype": str(out / "genotype.yaml"), "steps": int(ckpt["step"]), "search_s": time.perf_counter() - t0,
+              "verdict": report["verdict"], "warnings": report["warnings"], "summary": report["summary"],
+              "config": ckpt["config"]}
     done.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def search_costs(out: Path) -> dict | None:
+    """The search's cost term read back from its checkpoint and history: its own table's cost of the SPAN layout
+    and of the derived genotype, the absolute target, and how the expected cost moved against them."""
+    ckpt_path = out / "search" / "checkpoint.pt"
+    if not ckpt_path.is_file():
+        return None
+    from nas.config import search_config_from_dict
+    from srcore.jsonl import read_jsonl
+
+    ckpt = read_checkpoint(ckpt_path)
+    cfg = search_config_from_dict(ckpt["config"])
+    table = CostTable.from_dict(ckpt["search_state"]["cost_table"])
+    model = ESRCostModel(table, cfg.space, cfg.cost)
+    span = model.derived_cost(load_genotype("span_x4"))
+    history = [e["expected_cost"] for e in read_jsonl(out / "search" / HISTORY) if "expected_cost" in e]
+    out_d = {"unit": table.unit, "fixed": table.fixed, "span_cost": span, "target": model.target,
+             "target_over_span": model.target / span, "reference": cfg.cost.reference, "configured": cfg.cost.target,
+             "expected_over_span": [min(history) / span, max(history) / span] if history else None,
+             "hinge_active": sum(e > model.target for e in history), "logged": len(history)}
+    g = out / "search" / "genotype.yaml"
+    if g.is_file():
+        out_d["derived_cost"] = model.derived_cost(load_genotype(g))
+        out_d["derived_over_span"] = out_d["derived_cost"] / span
+    return out_d
 
 
 # --- 2. training ------------------------------------------------------------------------------------------------
@@ -386,16 +392,18 @@ def render(data: dict) -> str:
              f"Made by `{data['command']}` on {data['date']} ({data['machine']['cores']} cores, "
              f"torch {data['machine']['torch']}; the machine was shared with other jobs: wall times are inflated).",
              "", "## Budget", ""]
-    srch = data.get("search")
+    srch, sc_cost = data.get("search"), data.get("search_costs")
     if srch:
         sc = srch["config"]
         lines.append(f"* Search: `configs/search/esr.yaml`, {srch['steps']} steps ({sc['loop']['epochs']} epochs, "
                      f"{sc['arch']['warmup_epochs']} of warm-up), batch {sc['data']['batch_size']}, HR patch "
                      f"{sc['data']['gt_size']}, {sc['run']['threads']} thread(s), {srch['search_s'] / 60:.0f} min of "
-                     f"wall time in this session; latency hinge target {srch['target']['target']:.3g} "
-                     f"{srch['target']['unit']} = {srch['target']['ratio']:g} x the SPAN layout's table cost "
-                     f"({srch['target']['span_cost']:.3g} {srch['target']['unit']}, deployed ops at "
-                     f"{sc['cost']['input_size'][0]}x{sc['cost']['input_size'][1]} LR on this CPU).")
+                     "wall time." + ("" if not sc_cost else
+                                     f" Latency hinge (weight {sc['cost']['weight']:g}) at {sc_cost['target']:.3g} "
+                                     f"{sc_cost['unit']} = {sc_cost['target_over_span']:.2f} x the SPAN layout's cost "
+                                     f"in the search's own table of deployed ops ({sc_cost['span_cost']:.3g} "
+                                     f"{sc_cost['unit']} at {sc['cost']['input_size'][0]}x{sc['cost']['input_size'][1]}"
+                                     " LR)."))
     lines.append(f"* Training: `configs/train/esr_x4.yaml` (L1 + output KD from `spanv2_ntire26_x4`, T91 + BSD200, "
                  f"HR patch 64, batch 16, Adam 2e-3, cosine, EMA 0.999), {data['steps']} steps per run, seeds "
                  f"{', '.join(map(str, data['seeds']))}; every row from random initialisation.")
@@ -438,10 +446,17 @@ def render(data: dict) -> str:
     if srch:
         lines += ["## The searched genotype", "", "```yaml", Path(srch["genotype"]).read_text().rstrip()
                   if Path(srch["genotype"]).is_file() else "(missing)", "```", "",
-                  f"Search diagnostics (nas/esr_derive.py collapse report): {srch['verdict']}; table cost of the "
-                  f"derived network {srch['derived_cost']:.3g} {srch['table_unit']} (target "
-                  f"{srch['target']['target']:.3g}).", ""]
-        lines += [f"* warning: {w}" for w in srch["warnings"]]
+                  f"Search diagnostics (nas/esr_derive.py collapse report): {srch['verdict']}."]
+        if sc_cost:
+            lo, hi = sc_cost["expected_over_span"] or (float("nan"), float("nan"))
+            lines.append(f"Cost term: the expected cost of the supernet stayed between {lo:.2f} and {hi:.2f} x the "
+                         f"SPAN layout's table cost; the hinge was active on {sc_cost['hinge_active']} of "
+                         f"{sc_cost['logged']} logged steps; the derived network costs "
+                         f"{sc_cost.get('derived_over_span', float('nan')):.2f} x SPAN in that table.")
+        lines += [""] + [f"* warning: {w}" for w in srch["warnings"]]
+    notes = data.get("notes")
+    if notes:
+        lines += ["", "## Notes", "", notes.rstrip()]
     lines += ["", "Resume or redo with the command above (runs are reused); re-measure the latency alone on a quiet "
               "machine with `python tools/esr_study.py --out runs/esr_study --latency-only` then `--report-only`."]
     return "\n".join(lines) + "\n"
@@ -466,6 +481,9 @@ def write_doc(args, search: dict | None) -> dict:
             "runs": runs}
     basis, data["latency_basis"] = latency_basis(lat)
     data["verdicts"] = verdicts(stats, basis, data["noise"])
+    data["search_costs"] = search_costs(args.out)
+    notes = args.out / "notes.md"
+    data["notes"] = notes.read_text() if notes.is_file() else None
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     refs_mean = {k: statistics.fmean(v[s]["psnr_y"] for s in SETS) for k, v in refs.items()}
     plot(stats, refs_mean, basis, args.doc.with_suffix(".png"))

@@ -184,7 +184,8 @@ def search(args, cfg: SearchConfig, device: str, log) -> int:
                 table = info.get("cost_table")
                 if table:
                     ops = ", ".join(f"{k} {v:.4g}" for k, v in table["ops"].items())
-                    log.info(f"cost table ({table['kind']}, {table['unit']}): fixed {table['fixed']:.4g}; {ops}")
+                    log.info(f"cost table ({table['kind']}, {table['unit']}): fixed {table['fixed']:.4g}; {ops}; "
+                             f"target {info['cost_target']:.4g} {table['unit']}")
             elif event == "step":
                 psnr = info.get("val_psnr")
                 parts = [f"ep {info['epoch']}", f"loss {info['loss']:.4f}",
