@@ -78,7 +78,13 @@ class Callback:
 
 
 def build_student(sc: StudentConfig) -> tuple[nn.Module, dict]:
-    """The (untrained) student and its checkpoint spec."""
+    """The student (untrained, or the weights of `sc.checkpoint`) and its checkpoint spec."""
+    if sc.checkpoint is not None:
+        model, ckpt = load_checkpoint_model(sc.checkpoint)
+        if spec_scale(ckpt["spec"]) != sc.scale:
+            raise ConfigError(f"student.checkpoint {sc.checkpoint} is x{spec_scale(ckpt['spec'])}, "
+                              f"but student.scale is {sc.scale}")
+        return model.train(), ckpt["spec"]
     if sc.genotype is not None:
         from search_spaces.genotype import load_genotype
 

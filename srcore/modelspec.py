@@ -18,7 +18,17 @@ def genotype_spec(genotype) -> dict:
 
 
 def build_model(spec: dict) -> nn.Module:
-    """A fresh (untrained) network for `spec`."""
+    """A fresh (untrained) network for `spec`; a compressed network's spec also carries `reparam: true`
+    (multi-branch blocks fused) and `widths: {group: channels}` (pruned), applied by compress.prune."""
+    model = _build_base(spec)
+    if spec.get("reparam") or spec.get("widths"):
+        from compress.prune import restructure
+
+        model = restructure(model, spec)
+    return model
+
+
+def _build_base(spec: dict) -> nn.Module:
     if "genotype" in spec:
         from search_spaces.genotype import validate
         from search_spaces.network import build_network
