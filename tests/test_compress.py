@@ -157,3 +157,18 @@ def test_int8_export_reports_drop_and_speed(student, data, tmp_path):
     q = json.loads((out / "report.json").read_text())["int8"]
     assert (out / "model_int8.onnx").exists() and q["latency_s"] > 0 and q["speedup_vs_fp32_onnx"] > 0
     assert abs(q["psnr_y_drop"]) < 5.0 and q["psnr_y_fp32"] - q["psnr_y_drop"] == pytest.approx(q["psnr_y_int8"])
+
+
+def test_bench_latency_students_beside_zoo(student, data, tmp_path):
+    """bench latency: a student and a zoo model timed in one process, eager and ORT, written to JSON + docs."""
+    bench = import_tool("bench")
+    js, doc = tmp_path / "latency.json", tmp_path / "benchmarks.md"
+    assert bench.main(["latency", "--students", str(student), "--models", "rlfn_s", "--lr-size", "24",
+                       "--repeats", "1", "--warmup", "0", "--threads", "1", "--psnr-data", str(data / "val"),
+                       "--json", str(js), "--doc", str(doc)]) == 0
+    p = json.loads(js.read_text())
+    rows = {r["kind"]: r for r in p["results"]}
+    assert set(rows) == {"student", "zoo"} and p["reference"] == "rlfn_s"
+    assert rows["zoo"]["torch_speedup_vs_reference"] == 1.0 and rows["student"]["onnx_latency_s"] > 0
+    assert rows["student"]["psnr_y"] is not None and rows["student"]["params"] < rows["zoo"]["params"]
+    assert p["runtime"]["reason"] and "<!-- bench:latency -->" in doc.read_text()

@@ -145,3 +145,28 @@ def test_bad_requests_are_one_line_errors():
         with pytest.raises(PruneError) as e:
             plan_for_target(model, graph, Target("params", 10), 8)
         assert msg not in str(e.value)
+
+
+class _SkipNet(torch.nn.Module):
+    """A head, a body conv and a conv to 3 s^2 plus the LR repeated s^2 times before the pixel shuffle (the
+    genotypes' `nearest` image-space skip), then a bicubic skip after it."""
+
+    def __init__(self, s: int):
+        super().__init__()
+        self.s = s
+        self.head, self.body = torch.nn.Conv2d(3, 16, 3, padding=1), torch.nn.Conv2d(16, 16, 3, padding=1)
+        self.up = torch.nn.Conv2d(16, 3 * s * s, 3, padding=1)
+
+    def forward(self, x):
+        h = self.head(x)
+        h = torch.relu(self.body(h)) + h
+        y = torch.nn.functional.pixel_shuffle(self.up(h) + x.repeat_interleave(self.s ** 2, dim=1), self.s)
+        return y + torch.nn.functional.interpolate(x, scale_factor=self.s, mode="bicubic")
+
+
+def test_image_space_skips_stay_pinned():
+    model = _SkipNet(3).eval()
+    graph = trace_channels(model, (1, 3, 16, 16))
+    assert not graph.groups["up"].prunable and graph.groups["head"].prunable
+    prune_to_widths(model, {"head": 8})
+    assert model.up.out_channels == 27 and model(torch.rand(1, 3, 10, 12)).shape == (1, 3, 30, 36)

@@ -6,6 +6,11 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+# tools/compress.py shares its name with the `compress` package and tools/ is first on sys.path when a CLI
+# runs: put the repository root before it, so `import compress` (used to rebuild compressed checkpoints)
+# finds the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
