@@ -208,7 +208,11 @@ class Compressor:
         return count_params(model), macs, lat
 
     def psnr(self, model: nn.Module) -> dict[str, float]:
-        return {ds.name: evaluate_model(model, ds, device=self.s.device).psnr_y for ds in self.val_sets}
+        model.to(self.s.device)
+        try:
+            return {ds.name: evaluate_model(model, ds, device=self.s.device).psnr_y for ds in self.val_sets}
+        finally:
+            model.cpu()  # costs and latency are measured on the CPU
 
     def latency_of(self, model: nn.Module) -> float:
         return latency(model.eval(), self.x, warmup=1, repeats=self.s.latency_repeats,

@@ -9,12 +9,13 @@ than user time per forward.
 
 The fix, through `mallopt` (ctypes) in the running process, before the first large allocation:
   * `M_MMAP_MAX = 0`: no allocation is served by its own mmap, so large blocks come from the heap and are
-    reused by the next forward pass. (Raising `M_MMAP_THRESHOLD` instead still left 36,864 faults per
-    forward: thread arenas mmap requests larger than their 64 MiB heaps whatever the threshold.)
+    reused by the next forward pass;
   * `M_TRIM_THRESHOLD = 2 GiB - 1` (mallopt takes an int): freed memory stays with the process.
-Measured on this 2-core machine, IMDN x2, 512x384 LR, 1 thread: 4.2 s -> 2.1 s per forward, system time
-2.3 s -> 0.0 s, minor page faults 1.3 M -> 0 per forward (`tools/bench.py runtime` records it). The cost:
-the process keeps its peak heap (resident memory 0.9 GB -> 1.6 GB in that test) until it exits.
+`tools/bench.py runtime` measures it against glibc's defaults and against the MALLOC_MMAP_THRESHOLD_ /
+MALLOC_TRIM_THRESHOLD_ environment variables of issue #9 (which only act when set before the process starts),
+each in a fresh process: IMDN x2 on a 384x512 LR image, 1 thread, went from 2.5 s user + 2.1 s system time
+and 1.3 million minor page faults per forward to 2.5 s user + 0.3 s system and 25 thousand faults (0 in other
+runs). The cost: the process keeps its peak heap until it exits.
 
 Nothing is changed when the C library is not glibc, when another allocator is preloaded (jemalloc,
 tcmalloc, mimalloc in LD_PRELOAD), when the user set any MALLOC_* tuning variable or glibc tunables, or

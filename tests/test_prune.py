@@ -170,3 +170,16 @@ def test_image_space_skips_stay_pinned():
     assert not graph.groups["up"].prunable and graph.groups["head"].prunable
     prune_to_widths(model, {"head": 8})
     assert model.up.out_channels == 27 and model(torch.rand(1, 3, 10, 12)).shape == (1, 3, 30, 36)
+
+
+def test_latency_target_uses_the_measured_candidates():
+    """A latency target bisects on networks built and measured by the caller's function (here: a fake clock
+    proportional to the parameter count, so the result is deterministic)."""
+    model = build_model(SPECS["rlfn_s"](2)).eval()
+    graph = trace_channels(model)
+    fake = lambda m: count_params(m) * 1e-6  # noqa: E731
+    plan, widths, ratio = plan_for_target(model, graph, Target("latency", 0.6 * fake(model)), 4, None,
+                                          measure_latency=fake, steps=6)
+    pruned = apply_plan(copy.deepcopy(model), graph, plan)
+    assert fake(pruned) <= 0.6 * fake(model) and 0 < ratio < 1
+    assert pruned(torch.rand(1, 3, 16, 16)).shape == (1, 3, 32, 32)
