@@ -54,7 +54,8 @@ def reparameterize(model: nn.Module) -> nn.Module:
     except ImportError:
         fuse_all = None
     if fuse_all is not None:
-        return fuse_all(model, inplace=True)
+        out = fuse_all(model, inplace=True)
+        return model if out is None else out
     for name, child in list(model.named_children()):
         if callable(getattr(child, "fuse", None)):
             setattr(model, name, child.fuse())
@@ -276,7 +277,17 @@ def apply_plan(model: nn.Module, graph: ChannelGraph, plan: Plan) -> nn.Module:
             raise PruneError(f"{rec.owner}: its splits would need different sizes {sizes[rec.owner]} and "
                              f"{new_sizes}; tied groups must keep the same width")
         SPLIT_FIXUPS[type(modules[rec.owner]).__name__](modules[rec.owner], new_sizes)
+    for m in model.modules():  # widths kept in attributes of blocks pruned before re-parameterization
+        fix = WIDTH_FIXUPS.get(type(m).__name__)
+        if fix is not None:
+            fix(m)
     return model
+
+
+# Blocks that keep a channel count in an attribute used outside forward: class name -> fix-up after pruning.
+WIDTH_FIXUPS = {
+    "RepConv": lambda m: setattr(m, "channels", m.conv_kxk.out_channels),  # search_spaces.ops (fuse() uses it)
+}
 
 
 def prune_to_widths(model: nn.Module, widths: dict[str, int], *, scores: dict[int, float] | None = None,

@@ -183,3 +183,12 @@ def test_latency_target_uses_the_measured_candidates():
     pruned = apply_plan(copy.deepcopy(model), graph, plan)
     assert fake(pruned) <= 0.6 * fake(model) and 0 < ratio < 1
     assert pruned(torch.rand(1, 3, 16, 16)).shape == (1, 3, 32, 32)
+
+
+def test_pruned_before_reparam_still_fuses_exactly():
+    model = build_model(dlsr_spec(2)).eval()  # rep_conv_3x3 in every cell, not fused
+    prune_to_widths(model, uniform_widths(trace_channels(model), 0.5, 4))
+    x = torch.rand(1, 3, 20, 20)
+    with torch.no_grad():
+        before = model(x)
+        assert torch.allclose(reparameterize(model)(x), before, atol=1e-5)
