@@ -16,7 +16,7 @@ distillation trainer (preset configs/train/finetune.yaml, --set to change it) an
 
 Writes OUT/round_K/{pruned.pt, finetune/, model.pt, metrics.json}, OUT/deploy.pt (spec + widths + weights,
 loads with weights_only=True), OUT/model.onnx and OUT/model.ts (--export), OUT/model_int8.onnx (--int8) and
-OUT/report.json. Run again with the same --out to continue after the last finished round.
+OUT/report.json (+ report.md). Run again with the same --out to continue after the last finished round.
 """
 from __future__ import annotations
 
@@ -139,6 +139,40 @@ def round_table(history: list[RoundRecord], scale: int) -> Table:
     return table
 
 
+def report_markdown(report: dict, scale: int) -> str:
+    """OUT/report.md: the rounds, the ONNX check and INT8, with the command that made them."""
+    rounds = report["rounds"]
+    sets = list(rounds[0]["psnr"])
+    cols = ["round", "params", "GMACs", "latency (ms)", *[f"{s} PSNR-Y" for s in sets], "Δ vs round 0 (dB)",
+            "fine-tune steps", "fine-tune (s)"]
+    lines = [f"# Compression report (x{scale})", "", f"Made by `{report['command']}`.", "",
+             f"MACs and latency for one 1x3x{report['settings']['lr_size']}x{report['settings']['lr_size']} LR input; "
+             f"latency = median on this machine's CPU ({report['threads']} threads, "
+             f"allocator {'tuned' if (report.get('runtime') or {}).get('applied') else 'default'}); round 0 is the "
+             "input network" + (" after re-parameterization" if report["settings"]["reparam"] else "") + ".", "",
+             "| " + " | ".join(cols) + " |", "|" + "---:|" * len(cols)]
+    base = rounds[0]
+    for r in rounds:
+        delta = f"{r['psnr'][sets[0]] - base['psnr'][sets[0]]:+.3f}" if sets else "-"
+        lines.append("| " + " | ".join([str(r["round"]), f"{r['params']:,}", f"{r['macs'] / 1e9:.3f}",
+                                        f"{r['latency_s'] * 1e3:.1f}", *[f"{r['psnr'][s]:.3f}" for s in sets], delta,
+                                        str(r["finetune_steps"]), f"{r['finetune_s']:.0f}"]) + " |")
+    onnx = report.get("onnx", {})
+    if "check" in onnx:
+        c = onnx["check"]
+        lines += ["", f"ONNX (onnxruntime) against PyTorch on {c['dataset']}: max abs difference "
+                      f"{c['max_abs_diff']:.2e}, PSNR-Y {c['psnr_y_onnx']:.4f} vs {c['psnr_y_torch']:.4f} dB; "
+                      f"latency {onnx['latency_s'] * 1e3:.1f} ms."]
+    q = report.get("int8")
+    if q:
+        drop = ""
+        if "psnr_y_drop" in q:
+            drop = f"PSNR-Y {q['psnr_y_int8']:.3f} dB ({-q['psnr_y_drop']:+.3f} vs fp32 ONNX), "
+        lines += ["", f"INT8 (onnxruntime static QDQ, {q['calibration']}): {drop}latency "
+                      f"{q['latency_s'] * 1e3:.1f} ms, {q['speedup_vs_fp32_onnx']:.2f}x the fp32 ONNX speed."]
+    return "\n".join(lines) + "\n"
+
+
 def export_all(args, log, scale: int, final: Path, report: dict) -> None:
     model, ckpt = load_checkpoint_model(final)
     deploy = save_deploy(args.out / "deploy.pt", model, ckpt["spec"], ckpt.get("metrics"), ckpt.get("config"))
@@ -208,7 +242,7 @@ def main(argv=None) -> int:
     final = comp.round_dir(history[-1].round) / "model.pt"
     report = {"command": "python tools/compress.py " + " ".join(shlex.quote(a) for a in (
         sys.argv[1:] if argv is None else argv)), "settings": comp.s.key(),
-        "runtime": runtime_state().as_dict() if runtime_state() else None,
+        "runtime": runtime_state().as_dict() if runtime_state() else None, "threads": args.threads,
         "rounds": [r.as_dict() for r in history], "final": history[-1].as_dict()}
     base, last = history[0], history[-1]
     report["summary"] = {"params_ratio": last.params / base.params, "macs_ratio": last.macs / base.macs,
@@ -217,6 +251,7 @@ def main(argv=None) -> int:
     export_all(args, log, comp.scale, final, report)
     report["wall_s"] = time.perf_counter() - t0
     save_json_atomic(args.out / "report.json", json.dumps(report, indent=2) + "\n")
+    save_json_atomic(args.out / "report.md", report_markdown(report, comp.scale))
     log.info(f"done: {last.params:,} params ({report['summary']['params_ratio']:.0%}), {last.macs / 1e9:.3f} GMACs "
              f"({report['summary']['macs_ratio']:.0%}) at {args.lr_size}x{args.lr_size}; wrote {args.out}/deploy.pt "
              f"and {args.out}/report.json")
