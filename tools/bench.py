@@ -535,8 +535,13 @@ def bench_latency(args, log) -> dict:
                 runners[f"{i}:onnx"] = lambda s=session.session, f=feed: s.run(None, f)
             rows.append(row)
             prog.advance(task)
-        log.info(f"timing {len(runners)} runners round-robin: {args.warmup} warm-up + {args.repeats} timed each")
-        times = interleaved_latency(runners, args.warmup, args.repeats)
+        times = {}
+        for engine in ("torch", "onnx"):  # one engine at a time: the other's idle threads must not compete
+            group = {k: fn for k, fn in runners.items() if k.endswith(f":{engine}")}
+            if group:
+                log.info(f"timing {len(group)} {engine} runners round-robin: {args.warmup} warm-up + "
+                         f"{args.repeats} timed each")
+                times.update(interleaved_latency(group, args.warmup, args.repeats))
     for i, row in enumerate(rows):
         for engine in ("torch", "onnx"):
             t = times.get(f"{i}:{engine}")
@@ -549,7 +554,8 @@ def bench_latency(args, log) -> dict:
             r[f"{engine}_speedup_vs_reference"] = (ref[key] / r[key]) if ref and ref[key] and r[key] else None
     return {"subcommand": "latency", "input_shape": list(shape), "reference": args.reference if ref else None,
             "settings": {"warmup": args.warmup, "repeats": args.repeats, "threads": args.threads, "device": "cpu",
-                         "onnx": onnx_ok, "psnr_set": psnr_set, "order": "round-robin, one process"},
+                         "onnx": onnx_ok, "psnr_set": psnr_set,
+                         "order": "one process; eager models round-robin, then onnxruntime models round-robin"},
             "runtime": runtime, "results": rows}
 
 
@@ -571,7 +577,8 @@ def latency_caption(p: dict) -> str:
     s, shape = p["settings"], "x".join(map(str, p["input_shape"]))
     ref = f"; 'vs ref' = speed relative to {p['reference']} (higher is faster)" if p["reference"] else ""
     return (f"LR input {shape}, x{p['results'][0]['scale']}, {s['threads']} threads, median of {s['repeats']} "
-            f"forward passes after {s['warmup']} warm-up, all models timed round-robin in one process{ref}")
+            f"forward passes after {s['warmup']} warm-up, in one process: every eager model round-robin, then every "
+            f"onnxruntime model round-robin{ref}")
 
 
 def latency_markdown(p: dict) -> str:
