@@ -248,7 +248,7 @@ class Compressor:
             model = reparameterize(self.model) if self.s.reparam else self.model
             self._check_target(model)
             self._check_options()
-            spec = dict(self.spec, reparam=True) if self.s.reparam else dict(self.spec)
+            spec = dict(self.spec, reparameterized=True) if self.s.reparam else dict(self.spec)
             t0 = time.perf_counter()
             params, macs, lat = self.measure(model)
             rec0 = RoundRecord(0, params, macs, lat, self.psnr(model), dict(spec.get("widths", {})),

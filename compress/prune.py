@@ -8,7 +8,8 @@ place, so module names and state-dict keys are unchanged and only shapes shrink.
 Widths are rounded to a multiple (8 by default, 4 optional); a group narrower than the multiple, the conv
 before the pixel shuffle (its 3*s^2 outputs are pinned) and anything the tracer could not model keep their
 width. A pruned network is described by its spec plus `widths: {group name: width}` (the group name is the
-path of the group's first conv, `#k` for chunk k of a split) and is rebuilt by `restructure`: build the
+path of the group's first conv, `#k` for chunk k of a split; `reparameterized: true` when it was fused
+first) and is rebuilt by `restructure`: build the
 unpruned network, re-parameterize it if the spec says so, trace it, cut every named group to its width (the
 first channels: the weights come from the state dict loaded afterwards), and check tied widths.
 
@@ -316,8 +317,9 @@ def prune_to_widths(model: nn.Module, widths: dict[str, int], *, scores: dict[in
 
 def restructure(model: nn.Module, spec: dict) -> nn.Module:
     """Give a freshly built unpruned network the structure `spec` describes: re-parameterized if
-    spec['reparam'], cut to spec['widths']. Weights are meaningless until a state dict is loaded."""
-    if spec.get("reparam"):
+    spec['reparameterized'] (compress.reparam's mark), cut to spec['widths']. Weights are meaningless until
+    a state dict is loaded."""
+    if spec.get("reparameterized"):
         model = reparameterize(model)
     widths = spec.get("widths") or {}
     if not isinstance(widths, dict):

@@ -18,10 +18,11 @@ def genotype_spec(genotype) -> dict:
 
 
 def build_model(spec: dict) -> nn.Module:
-    """A fresh (untrained) network for `spec`; a compressed network's spec also carries `reparam: true`
-    (multi-branch blocks fused) and `widths: {group: channels}` (pruned), applied by compress.prune."""
+    """A fresh (untrained) network for `spec`; a compressed network's spec also carries
+    `reparameterized: true` (multi-branch blocks fused) and `widths: {group: channels}` (pruned), applied by
+    compress.prune.restructure."""
     model = _build_base(spec)
-    if spec.get("reparam") or spec.get("widths"):
+    if spec.get("reparameterized") or spec.get("widths"):
         from compress.prune import restructure
 
         model = restructure(model, spec)

@@ -83,7 +83,7 @@ def test_compress_end_to_end_and_resume(student, data, tmp_path):
 
     # deploy.pt alone rebuilds the network (weights_only load inside), equal to the last round's model
     raw = load_file(out / "deploy.pt")
-    assert raw["spec"]["reparam"] is True and raw["spec"]["widths"] == rounds[2]["widths"]
+    assert raw["spec"]["reparameterized"] is True and raw["spec"]["widths"] == rounds[2]["widths"]
     deployed, _ = load_checkpoint_model(out / "deploy.pt")
     last, _ = load_checkpoint_model(out / "round_2" / "model.pt")
     x = torch.rand(1, 3, 20, 24)

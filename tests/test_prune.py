@@ -92,7 +92,7 @@ def test_pruning_zeroed_channels_is_exact(name, scale):
 def test_cost_model_and_rebuild_from_spec(name):
     """Predicted params/MACs equal the measured ones; spec + widths + state dict rebuild the same network."""
     torch.manual_seed(0)
-    spec = dict(SPECS[name](2), reparam=True)
+    spec = dict(SPECS[name](2), reparameterized=True)
     model = reparameterize(build_model(SPECS[name](2))).eval()
     base = group_widths(trace_channels(model))
     graph = trace_channels(model, (1, 3, 48, 48))
