@@ -21,7 +21,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -33,13 +32,16 @@ from torch import nn
 
 from distill import zoo
 from distill.config import TeacherConfig, TrainConfig
-from distill.trainer import Callback, Trainer, load_teacher
+from distill.teachers import load_teacher
+from distill.trainer import Callback, Trainer
 from srcore.checkpoint import save_checkpoint
 from srcore.config import ConfigError, apply_overrides, from_dict, resolve_preset
 from srcore.cost import count_params, latency
 from srcore.data import BenchmarkSet, PatchDataset
 from srcore.evaluation import evaluate_model
 from srcore.modelspec import load_checkpoint_model, spec_scale
+from srcore.paths import shared_dir
+from srcore.weights import list_weights
 
 from .deploy import save_json_atomic
 from .graph import trace_channels
@@ -59,10 +61,6 @@ from .prune import (
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_PRESETS = REPO / "configs" / "train"
-
-
-def shared_dir() -> Path:
-    return Path(os.environ.get("SRNAS_SHARED", REPO.parent / "shared"))
 
 
 @dataclass
@@ -99,6 +97,8 @@ def resolve_teachers(names: list[str], scale: int, unpruned: Path) -> list[Teach
             continue
         if name == "self":
             out.append(TeacherConfig(checkpoint=str(unpruned)))
+        elif name in list_weights() or f"{name}_x{scale}" in list_weights():  # registered pretrained weights
+            out.append(TeacherConfig(name=name if name in list_weights() else f"{name}_x{scale}"))
         elif name in zoo.list_models():
             weights = shared_dir() / "teachers" / f"{name}_x{scale}.pth"
             if not weights.is_file():
@@ -108,8 +108,8 @@ def resolve_teachers(names: list[str], scale: int, unpruned: Path) -> list[Teach
         elif Path(name).is_file():
             out.append(TeacherConfig(checkpoint=name))
         else:
-            raise ConfigError(f"--teacher {name}: not 'self', 'none', a zoo architecture "
-                              f"({', '.join(zoo.list_models())}) or a checkpoint file")
+            raise ConfigError(f"--teacher {name}: not 'self', 'none', registered weights "
+                              f"({', '.join(list_weights())}), a zoo architecture or a checkpoint file")
     return out
 
 

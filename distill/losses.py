@@ -4,6 +4,11 @@ Every term is an nn.Module whose forward takes a `LossInputs` and returns an unw
 `Criterion` (torchdistill style) returns {name: weight * value for every term, "total": their sum}.
 Teacher tensors are always detached here, so gradients reach only the student (and the adapters).
 
+A loss kind is defined here and only here: its class names the config `kind`, its params (`defaults`) and
+what the training step must compute for it (`needs`, from `NEEDS`); `KINDS` lists the classes. The config
+checks kinds against `KINDS`, and the trainer computes exactly the union of the terms' needs, so a new kind
+that uses the existing inputs touches this file only.
+
 kinds (config `loss[].kind`) and their params:
   l1            mean |sr - gt|
   charbonnier   mean sqrt((sr - gt)^2 + eps^2)                               eps=1e-3
@@ -33,16 +38,30 @@ variance) before the distance: the term then compares spatial patterns, whatever
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from srcore.config import ConfigError
 
-from .config import LossTerm
 from .features import adapter, local_regressor
 from .upcycle import AUG_OPS
+
+if TYPE_CHECKING:  # distill.config imports this module for KINDS
+    from .config import LossTerm
+
+# What a term can need from a training step (`Term.needs`); all but "zoom_out" come from the teachers.
+NEEDS = {
+    "t_sr": "every teacher anchor's SR of lq (LossInputs.t_sr, anchor_weights)",
+    "t_feats": "the first teacher's features at the term's teacher paths (t_feats)",
+    "zoom_in": "DUKD zoom-in: augmented HR tiles through the student (zoom_in_sr), the first teacher's SR "
+               "of the plain tiles (zoom_in_target)",
+    "zoom_out": "DUKD zoom-out: lq downscaled once more, through the student (zoom_out_sr)",
+    "zoom_out_t": "the first teacher's SR of the downscaled lq (zoom_out_target)",
+    "enhanced_hr": "DIPNet's teacher-enhanced HR (enhanced_hr)",
+}
+TEACHER_NEEDS = frozenset(NEEDS) - {"zoom_out"}
 
 
 @dataclass
@@ -77,6 +96,8 @@ def _need(x: torch.Tensor | None, what: str, name: str) -> torch.Tensor:
 class Term(nn.Module):
     """A loss term: `params` are checked against `defaults` (unknown keys are errors)."""
 
+    kind: str = ""  # the config's loss[].kind
+    needs: frozenset[str] = frozenset()  # what the step computes for it (keys of NEEDS)
     defaults: dict[str, Any] = {}
 
     def __init__(self, spec: LossTerm):
@@ -90,11 +111,14 @@ class Term(nn.Module):
 
 
 class L1(Term):
+    kind = "l1"
+
     def forward(self, x: LossInputs) -> torch.Tensor:
         return _mae(x.sr, x.gt)
 
 
 class Charbonnier(Term):
+    kind = "charbonnier"
     defaults = {"eps": 1e-3}
 
     def forward(self, x: LossInputs) -> torch.Tensor:
@@ -103,6 +127,8 @@ class Charbonnier(Term):
 
 
 class OutputKD(Term):
+    kind, needs = "output_kd", frozenset({"t_sr"})
+
     def forward(self, x: LossInputs) -> torch.Tensor:
         if not x.t_sr:
             raise RuntimeError(f"loss {self.name}: output_kd needs at least one teacher")
@@ -145,6 +171,7 @@ class FeatureTerm(Term):
 
 
 class FitNet(FeatureTerm):
+    kind, needs = "fitnet", frozenset({"t_feats"})
     defaults = {"dist": "l2", "normalize": False}
 
     def pair_loss(self, fs, ft, x):
@@ -162,6 +189,7 @@ def student_not_better(x: LossInputs) -> torch.Tensor:
 
 
 class FACD(FeatureTerm):
+    kind, needs = "facd", frozenset({"t_feats", "t_sr"})
     defaults = {"adaptive": True, "eps": 1e-6, "normalize": False}
 
     def pair_loss(self, fs, ft, x):
@@ -180,6 +208,7 @@ class FACD(FeatureTerm):
 
 
 class LSFD(FeatureTerm):
+    kind, needs = "lsfd", frozenset({"t_feats"})
     defaults = {"temperature": 0.5, "hidden": 0, "normalize": False}
 
     def make_adapter(self, c_s, c_t):
@@ -195,6 +224,7 @@ class LSFD(FeatureTerm):
 
 
 class ZoomIn(Term):
+    kind, needs = "zoom_in", frozenset({"zoom_in"})
     defaults = {"n_sub": 1, "aug_prob": 0.3, "ops": list(AUG_OPS)}
 
     def forward(self, x):
@@ -203,25 +233,34 @@ class ZoomIn(Term):
 
 
 class ZoomOutPix(Term):
+    kind, needs = "zoom_out_pix", frozenset({"zoom_out"})
+
     def forward(self, x):
         return _mae(_need(x.zoom_out_sr, "zoom-out output", self.name), x.lq)
 
 
 class ZoomOutKD(Term):
+    kind, needs = "zoom_out_kd", frozenset({"zoom_out", "zoom_out_t"})
+
     def forward(self, x):
         return _mae(_need(x.zoom_out_sr, "zoom-out output", self.name),
                     _need(x.zoom_out_target, "zoom-out teacher output", self.name))
 
 
 class EnhancedHR(Term):
+    kind, needs = "enhanced_hr", frozenset({"enhanced_hr"})
+
     def forward(self, x):
         return _mae(x.sr, _need(x.enhanced_hr, "enhanced HR", self.name))
 
 
-TERMS: dict[str, type[Term]] = {
-    "l1": L1, "charbonnier": Charbonnier, "output_kd": OutputKD, "fitnet": FitNet, "facd": FACD, "lsfd": LSFD,
-    "zoom_in": ZoomIn, "zoom_out_pix": ZoomOutPix, "zoom_out_kd": ZoomOutKD, "enhanced_hr": EnhancedHR,
-}
+KINDS: dict[str, type[Term]] = {cls.kind: cls for cls in (
+    L1, Charbonnier, OutputKD, FitNet, FACD, LSFD, ZoomIn, ZoomOutPix, ZoomOutKD, EnhancedHR)}
+
+
+def needs_teacher(kind: str) -> bool:
+    """Whether a term of this kind reads anything computed by a teacher."""
+    return bool(KINDS[kind].needs & TEACHER_NEEDS)
 
 
 class Criterion(nn.Module):
@@ -238,7 +277,7 @@ class Criterion(nn.Module):
         self.weights = {t.name: float(t.weight) for t in terms}
         mods = {}
         for t in terms:
-            cls = TERMS[t.kind]
+            cls = KINDS[t.kind]
             if issubclass(cls, FeatureTerm):
                 mods[t.name] = cls(t, [channels[f"s:{p}"] for p in t.student], [channels[f"t:{p}"] for p in t.teacher])
             else:
@@ -248,6 +287,10 @@ class Criterion(nn.Module):
     # --- what the trainer must compute for a step -------------------------------------------------------
     def kinds(self) -> set[str]:
         return {s.kind for s in self.specs.values()}
+
+    def needs(self) -> frozenset[str]:
+        """The union of every term's `needs` (what the step must compute)."""
+        return frozenset().union(*(type(t).needs for t in self.terms.values()))
 
     def student_paths(self) -> list[str]:
         return list(dict.fromkeys(p for s in self.specs.values() for p in s.student))

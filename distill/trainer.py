@@ -11,20 +11,31 @@ sample index). So a run resumed from last.pt continues bit-identically on CPU, a
 same set of patches whatever the number of processes.
 
 Files in `out_dir` (rank 0 only): last.pt (weights + everything needed to resume, written atomically),
-best.pt (best mean PSNR-Y over the validation sets), metrics.jsonl (one JSON object per log/validation).
-Both checkpoints carry the network spec, the config and the metrics, so `tools/evaluate.py
---checkpoint best.pt` needs nothing else. A non-finite loss raises `NonFiniteLoss` before any update,
-leaving the last good checkpoint as it was.
+best.pt (best mean PSNR-Y over the validation sets; the last weights when there is no validation data; it
+exists whenever training ends), metrics.jsonl (one JSON object per log/validation, and the KD gate's
+scores at step 0). Both checkpoints carry the network spec, the config and the metrics, so
+`tools/evaluate.py --checkpoint best.pt` needs nothing else.
+
+Non-finite values never reach the weights: a non-finite loss raises `NonFiniteLoss` before any update,
+leaving the last good checkpoint as it was; a finite loss with non-finite gradients skips that step (no
+optimizer or EMA update; counted as `skipped_steps`) and `loop.max_bad_steps` of them in a row raise
+`NonFiniteGradients`.
+
+Before training, each teacher is scored against bicubic on the validation sets (`val.kd_gate_db`,
+distill/teachers.py): a teacher the user named that does not beat bicubic by the margin is an error; one
+trained here (`trained_here`) is dropped with a warning, and with no teacher left the KD terms are too.
 
 DDP: if torch.distributed is initialised, the student (with the adapters) is wrapped in
-DistributedDataParallel. Mixed precision (autocast) is used on CUDA only. No logging is configured here;
-progress goes to `Callback`s.
+DistributedDataParallel; every rank scores its share of the validation images and the rows are gathered,
+so no rank waits in a collective while another validates. Mixed precision (autocast) is used on CUDA only.
+No logging is configured here (warnings go to the `distill.trainer` logger); progress goes to `Callback`s.
 """
 from __future__ import annotations
 
 import copy
 import dataclasses
 import json
+import logging
 import math
 import time
 from contextlib import nullcontext
@@ -36,20 +47,30 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from search_spaces.genotype import VERSION as GENOTYPE_VERSION
+from search_spaces.genotype import load_genotype
 from srcore.checkpoint import read_checkpoint, save_checkpoint
 from srcore.config import ConfigError, to_dict
 from srcore.data import BenchmarkSet, DataError, PatchDataset
-from srcore.evaluation import evaluate_model
+from srcore.evaluation import evaluate_model, summarize
+from srcore.jsonl import trim_jsonl
 from srcore.modelspec import arch_spec, build_model, genotype_spec, load_checkpoint_model, spec_scale
 
-from .config import StudentConfig, TeacherConfig, TrainConfig
+from .config import StudentConfig, TrainConfig
 from .features import FeatureHooks, probe_channels
-from .losses import Criterion, LossInputs
+from .losses import Criterion, LossInputs, needs_teacher
+from .teachers import GateResult, describe, freeze, gate, load_teacher
 from .upcycle import InvertibleAug, enhance_hr, sample_rngs, zoom_in, zoom_out
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or inf; the run stopped before updating the weights."""
+
+
+class NonFiniteGradients(NonFiniteLoss):
+    """`loop.max_bad_steps` steps in a row had non-finite gradients (each was skipped); the run stopped."""
 
 
 @dataclass
@@ -86,12 +107,10 @@ def build_student(sc: StudentConfig) -> tuple[nn.Module, dict]:
                               f"but student.scale is {sc.scale}")
         return model.train(), ckpt["spec"]
     if sc.genotype is not None:
-        from search_spaces.genotype import load_genotype
-
         g = load_genotype(sc.genotype)
         if g.scale != sc.scale:
             raise ConfigError(f"student.genotype {sc.genotype} is for x{g.scale}, but student.scale is {sc.scale}")
-        changes: dict = {"rgb_range": sc.rgb_range}
+        changes: dict = {"rgb_range": sc.rgb_range, "version": GENOTYPE_VERSION}
         if sc.channels is not None:
             changes["channels"] = sc.channels
         if sc.num_cells is not None:
@@ -99,24 +118,38 @@ def build_student(sc: StudentConfig) -> tuple[nn.Module, dict]:
             changes.update(num_cells=n, inputs=g.inputs[:max(n - 2, 0)])
             if g.cells is not None:
                 changes["cells"] = g.cells[:n]
+        if sc.skip is not None:
+            changes["skip"] = sc.skip
         spec = genotype_spec(dataclasses.replace(g, **changes))
     else:
         spec = arch_spec(sc.arch, sc.scale, **sc.kwargs)
     return build_model(spec), spec
 
 
-def load_teacher(tc: TeacherConfig, scale: int, device: torch.device) -> nn.Module:
-    """A frozen teacher in eval mode, taking and returning [0, 1]."""
-    if tc.checkpoint is not None:
-        model, ckpt = load_checkpoint_model(tc.checkpoint, device)
-        s = spec_scale(ckpt["spec"])
-        if s != scale:
-            raise ConfigError(f"teacher checkpoint {tc.checkpoint} is x{s}, the student is x{scale}")
-    else:
-        from .pretrained import load_pretrained
+def student_skip(sc: StudentConfig) -> str:
+    """The image-space skip the student will have (its genotype's, the override, or the arch's `skip` kwarg)."""
+    if sc.genotype is None:
+        return sc.kwargs.get("skip", "none")
+    return sc.skip if sc.skip is not None else load_genotype(sc.genotype).skip
 
-        model = load_pretrained(tc.arch, tc.weights, scale, device)
-    return model.eval().requires_grad_(False)
+
+def without_kd(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with no teacher and only the loss terms that need none (stage weights of dropped terms too)."""
+    keep = [t for t in cfg.loss if not needs_teacher(t.kind)]
+    if not keep:
+        raise ConfigError("every loss term needs a teacher; add an l1 term to train without one")
+    names = {t.name for t in keep}
+    stages = [dataclasses.replace(st, weights={k: v for k, v in st.weights.items() if k in names})
+              for st in cfg.stages]
+    return dataclasses.replace(cfg, teacher=[], loss=keep, stages=stages)
+
+
+def grad_norm(params: list[torch.Tensor]) -> torch.Tensor:
+    """The global L2 norm of the gradients (inf or nan if any gradient is)."""
+    grads = [p.grad.detach().float() for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
 def lr_at(step: int, cfg: TrainConfig) -> float:
@@ -235,22 +268,98 @@ class Trainer:
         self.cfg, self.out_dir, self.device = cfg, Path(out_dir), torch.device(device)
         self.callbacks = list(callbacks)
         self.rank, self.world = _world()
-        lp = cfg.loop
-        if lp.deterministic:
+        self._seed()
+        self._build_student()
+        self._build_teachers(teachers)
+        self._build_data()
+        self._gate_teachers(explicit=teachers is not None)
+        self._build_loss_and_optimizer()
+        self._wrap_for_ddp_and_amp()
+        self.best_psnr = -math.inf
+        self.last_saved_step: int | None = None
+        self.train_s = 0.0
+        self.skipped_steps, self.bad_in_row = 0, 0  # steps skipped for non-finite gradients: total, in a row
+
+    # --- construction, in order --------------------------------------------------------------------------
+    def _seed(self) -> None:
+        if self.cfg.loop.deterministic:
             torch.use_deterministic_algorithms(True, warn_only=True)
             torch.backends.cudnn.benchmark = False
-        torch.manual_seed(lp.seed)
-        scale = cfg.student.scale
+        torch.manual_seed(self.cfg.loop.seed)
 
-        self.student, self.spec = build_student(cfg.student)
+    def _build_student(self) -> None:
+        self.student, self.spec = build_student(self.cfg.student)
         self.student.to(self.device)
-        if lp.channels_last:
+        if self.cfg.loop.channels_last:
             self.student.to(memory_format=torch.channels_last)
-        self.teachers = teachers if teachers is not None else [load_teacher(t, scale, self.device) for t in cfg.teacher]
+
+    def _build_teachers(self, teachers: list[nn.Module] | None) -> None:
+        """Teachers from the config, or the ones handed in; frozen either way."""
+        cfg = self.cfg
+        if teachers is None:
+            teachers = [load_teacher(t, cfg.student.scale, self.device) for t in cfg.teacher]
+        self.teachers = [freeze(t, self.device) for t in teachers]
         if cfg.needs_teacher() and not self.teachers:
             raise ConfigError("the loss has distillation terms but no teacher is configured (teacher: [...])")
         self.anchor_weights = [t.weight for t in cfg.teacher] if cfg.teacher else [1.0] * len(self.teachers)
 
+    def _build_data(self) -> None:
+        """Training patches (this rank's share of each global batch) and the validation sets (every rank
+        scores its share of them, so no rank waits for another's validation)."""
+        cfg, d, scale = self.cfg, self.cfg.data, self.cfg.student.scale
+        if d.batch_size % self.world:
+            raise ConfigError(f"data.batch_size {d.batch_size} does not split evenly over {self.world} processes")
+        self.local_batch = d.batch_size // self.world
+        sizes = [d.gt_size] + [st.gt_size for st in cfg.stages if st.gt_size]
+        for g in sizes:
+            if g % scale:
+                raise ConfigError(f"HR patch size {g} is not divisible by the scale {scale}")
+        self.dataset = PatchDataset(d.train, scale, max(sizes), augment=d.augment, repeat=d.repeat, seed=cfg.loop.seed)
+        self.dataset.gt_size = d.gt_size
+        self.steps_per_epoch = len(self.dataset) // d.batch_size
+        if self.steps_per_epoch == 0:
+            raise DataError(f"{d.train}: {len(self.dataset)} patches per epoch is less than one batch of "
+                            f"{d.batch_size}; raise data.repeat")
+        self.cache: dict | None = {} if d.cache_teacher else None
+        self.val_sets: list[BenchmarkSet] = []
+        for root in cfg.val.data:
+            ds = BenchmarkSet(root, scale)
+            self.val_sets.append(ds.head(cfg.val.max_images) if cfg.val.max_images else ds)
+
+    def _gate_teachers(self, explicit: bool) -> None:
+        """Score each teacher against bicubic on the validation sets (see distill/teachers.py). A weak teacher
+        the user named is an error; a weak one trained here is dropped with a warning (and with no teacher
+        left, so are the KD terms)."""
+        cfg, margin = self.cfg, self.cfg.val.kd_gate_db
+        self.gate_results: list[GateResult] = []
+        if margin is None or not self.val_sets or not self.teachers or not cfg.needs_teacher():
+            return
+        entries = cfg.teacher if cfg.teacher and not explicit else [None] * len(self.teachers)
+        keep = []
+        for t, tc in zip(self.teachers, entries, strict=True):
+            r = gate(t, describe(tc) if tc else "teacher", self.val_sets, margin, self.device)
+            self.gate_results.append(r)
+            if r.passed:
+                log.info(r.message())
+                keep.append((t, tc))
+            elif tc is None or not tc.trained_here:
+                raise ConfigError(f"{r.message()}: distilling from it would pull the student below bicubic; "
+                                  "name a stronger teacher, or set val.kd_gate_db: null to use it anyway")
+            else:
+                log.warning(f"{r.message()}: not used for KD")
+        if len(keep) == len(self.teachers):
+            return
+        if keep:
+            self.teachers = [t for t, _ in keep]
+            self.cfg = dataclasses.replace(cfg, teacher=[tc for _, tc in keep])
+            self.anchor_weights = [tc.weight for _, tc in keep]
+        else:
+            log.warning("no teacher left: training without distillation (loss terms "
+                        f"{', '.join(t.name for t in cfg.loss if needs_teacher(t.kind))} dropped)")
+            self.teachers, self.anchor_weights, self.cfg = [], [], without_kd(cfg)
+
+    def _build_loss_and_optimizer(self) -> None:
+        cfg = self.cfg
         s_paths = list(dict.fromkeys(p for t in cfg.loss for p in t.student))
         t_paths = list(dict.fromkeys(p for t in cfg.loss for p in t.teacher))
         chans = {f"s:{p}": c for p, c in zip(s_paths, probe_channels(self.student, s_paths, device=self.device),
@@ -266,40 +375,14 @@ class Trainer:
                                  weight_decay=cfg.optim.weight_decay)
         self.ema = EMA(self.student, cfg.optim.ema) if cfg.optim.ema > 0 else None
 
+    def _wrap_for_ddp_and_amp(self) -> None:
+        lp = self.cfg.loop
         self.step_module: nn.Module = StudentStep(self.student, self.criterion)
         if self.world > 1:
             self.step_module = nn.parallel.DistributedDataParallel(self.step_module, find_unused_parameters=True)
-
         self.amp = self.device.type == "cuda" and lp.amp
         self.amp_dtype = torch.float16 if lp.amp_dtype == "float16" else torch.bfloat16
         self.scaler = torch.amp.GradScaler("cuda") if self.amp and self.amp_dtype == torch.float16 else None
-
-        d = cfg.data
-        if d.batch_size % self.world:
-            raise ConfigError(f"data.batch_size {d.batch_size} does not split evenly over {self.world} processes")
-        self.local_batch = d.batch_size // self.world
-        sizes = [d.gt_size] + [st.gt_size for st in cfg.stages if st.gt_size]
-        self.dataset = PatchDataset(d.train, scale, max(sizes), augment=d.augment, repeat=d.repeat, seed=lp.seed)
-        for g in sizes:
-            if g % scale:
-                raise ConfigError(f"HR patch size {g} is not divisible by the scale {scale}")
-        self.dataset.gt_size = d.gt_size
-        self.steps_per_epoch = len(self.dataset) // d.batch_size
-        if self.steps_per_epoch == 0:
-            raise DataError(f"{d.train}: {len(self.dataset)} patches per epoch is less than one batch of "
-                            f"{d.batch_size}; raise data.repeat")
-        self.cache: dict | None = {} if d.cache_teacher else None
-
-        self.val_sets: list[BenchmarkSet] = []
-        if self.rank == 0:
-            for root in cfg.val.data:
-                ds = BenchmarkSet(root, scale)
-                if cfg.val.max_images:
-                    ds.items = ds.items[: cfg.val.max_images]
-                self.val_sets.append(ds)
-        self.best_psnr = -math.inf
-        self.last_saved_step: int | None = None
-        self.train_s = 0.0
 
     # --- schedule and data ---------------------------------------------------------------------------------
     def stage_at(self, step: int) -> tuple[int, dict[str, float]]:
@@ -349,34 +432,35 @@ class Trainer:
     @torch.no_grad()
     def teacher_targets(self, lq: torch.Tensor, gt: torch.Tensor, index: torch.Tensor, step: int) -> dict:
         """Everything the teachers contribute to this step (no gradients, teachers in eval mode)."""
-        kinds, out = self.criterion.kinds(), {}
+        needs, out = self.criterion.needs(), {}
+        scale = self.cfg.student.scale
+        if "zoom_out" in needs:
+            out["zoom_out_input"] = zoom_out(lq, scale)
         if not self.teachers:
             return out
-        t0, scale = self.teachers[0], self.cfg.student.scale
+        t0 = self.teachers[0]
         with self._autocast():
             t_paths = self.criterion.teacher_paths()
             if t_paths:
                 with FeatureHooks(t0, t_paths) as hooks:
                     first = t0(lq)
                     out["t_feats"] = dict(zip(t_paths, hooks.take(), strict=True))
-                if kinds & {"output_kd", "facd"}:
+                if "t_sr" in needs:
                     out["t_sr"] = [first] + [t(lq) for t in self.teachers[1:]]
-            elif kinds & {"output_kd", "facd"}:
+            elif "t_sr" in needs:
                 out["t_sr"] = [self._cached(f"t{a}", index, lambda t=t: t(lq)) for a, t in enumerate(self.teachers)]
             out["anchor_weights"] = self.anchor_weights
             zi = self.criterion.zoom_in_params()
-            if zi is not None:
+            if "zoom_in" in needs:
                 rngs = sample_rngs(self.cfg.loop.seed, step, index)
                 tiles = zoom_in(gt, scale, rngs, int(zi["n_sub"]))
                 out["zoom_in_target"] = t0(tiles)
                 aug = InvertibleAug.draw(rngs, float(zi["aug_prob"]), tuple(zi["ops"]), repeat=int(zi["n_sub"]),
                                          device=self.device)
                 out["zoom_in_input"], out["zoom_in_aug"] = aug.apply(tiles), aug
-            if kinds & {"zoom_out_pix", "zoom_out_kd"}:
-                out["zoom_out_input"] = zoom_out(lq, scale)
-                if "zoom_out_kd" in kinds:
-                    out["zoom_out_target"] = t0(out["zoom_out_input"])
-            if "enhanced_hr" in kinds:
+            if "zoom_out_t" in needs:
+                out["zoom_out_target"] = t0(out["zoom_out_input"])
+            if "enhanced_hr" in needs:
                 out["enhanced_hr"] = self._cached("ehr", index, lambda: enhance_hr(t0(gt), scale))
         return out
 
@@ -395,9 +479,8 @@ class Trainer:
         logs = dict(zip(losses, values.tolist(), strict=True))
         if not math.isfinite(logs["total"]):
             bad = ", ".join(f"{k}={v}" for k, v in logs.items() if not math.isfinite(v))
-            kept = (f"{self.out_dir / 'last.pt'} (step {self.last_saved_step}) is the last good checkpoint"
-                    if self.last_saved_step is not None else "no checkpoint had been written yet")
-            raise NonFiniteLoss(f"non-finite loss at step {step + 1} ({bad}); stopped without updating; {kept}")
+            raise NonFiniteLoss(f"non-finite loss at step {step + 1} ({bad}); stopped without updating; "
+                                f"{self._kept()}")
         total = losses["total"]
         if self.scaler is not None:
             self.scaler.scale(total).backward()
@@ -405,15 +488,39 @@ class Trainer:
         else:
             total.backward()
         if self.cfg.optim.grad_clip > 0:
-            logs["grad_norm"] = float(torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip))
-        if self.scaler is not None:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.optim.grad_clip)
+            logs["grad_norm"] = float(norm)
+        else:
+            norm = grad_norm(self.params)
+        if self.scaler is not None:  # fp16: the scaler skips steps with inf/nan gradients and lowers its scale
             self.scaler.step(self.optimizer)
             self.scaler.update()
+        elif not math.isfinite(float(norm)):
+            self._skip_step(step)
+            return logs
         else:
             self.optimizer.step()
+        self.bad_in_row = 0
         if self.ema is not None:
             self.ema.update(self.student, step)
         return logs
+
+    def _skip_step(self, step: int) -> None:
+        """A finite loss with non-finite gradients: drop the gradients, leave weights, optimizer state and EMA
+        untouched, count it; stop after `loop.max_bad_steps` such steps in a row."""
+        self.optimizer.zero_grad(set_to_none=True)
+        self.skipped_steps += 1
+        self.bad_in_row += 1
+        log.warning(f"step {step + 1}: non-finite gradients with a finite loss; step skipped")
+        if self.bad_in_row >= self.cfg.loop.max_bad_steps:
+            raise NonFiniteGradients(
+                f"non-finite gradients in {self.bad_in_row} steps in a row (steps {step + 2 - self.bad_in_row}.."
+                f"{step + 1}) although the loss was finite; every one was skipped, so the weights never saw "
+                f"them; stopped after loop.max_bad_steps = {self.cfg.loop.max_bad_steps}; {self._kept()}")
+
+    def _kept(self) -> str:
+        return (f"{self.out_dir / 'last.pt'} (step {self.last_saved_step}) is the last good checkpoint"
+                if self.last_saved_step is not None else "no checkpoint had been written yet")
 
     # --- validation and checkpoints ----------------------------------------------------------------------
     @property
@@ -421,10 +528,17 @@ class Trainer:
         return self.ema.model if self.ema is not None else self.student
 
     def validate(self) -> dict[str, float]:
+        """Every rank scores its share of each set's images and all ranks gather the rows (no rank idles in a
+        collective while another validates); every rank returns the same metrics."""
         metrics: dict[str, float] = {}
         model = self.eval_model
         for ds in self.val_sets:
-            r = evaluate_model(model, ds, device=self.device)
+            rows = evaluate_model(model, ds.shard(self.rank, self.world), device=self.device).images
+            if self.world > 1:
+                parts: list = [None] * self.world
+                dist.all_gather_object(parts, rows)
+                rows = [p[j] for j in range(len(parts[0])) for p in parts if j < len(p)]  # the set's order
+            r = summarize(ds.name, ds.scale, rows)
             metrics[f"{ds.name}/psnr_y"], metrics[f"{ds.name}/ssim_y"] = r.psnr_y, r.ssim_y
         if self.val_sets:
             metrics["psnr_y_mean"] = sum(metrics[f"{ds.name}/psnr_y"] for ds in self.val_sets) / len(self.val_sets)
@@ -435,7 +549,8 @@ class Trainer:
         state = {"student": self.student.state_dict(), "criterion": self.criterion.state_dict(),
                  "optimizer": self.optimizer.state_dict(), "ema": self.ema.model.state_dict() if self.ema else None,
                  "scaler": self.scaler.state_dict() if self.scaler else None, "rng_torch": torch.get_rng_state(),
-                 "best_psnr": self.best_psnr, "train_s": self.train_s, "world_size": self.world}
+                 "best_psnr": self.best_psnr, "train_s": self.train_s, "world_size": self.world,
+                 "skipped_steps": self.skipped_steps}
         if torch.cuda.is_available():
             state["rng_cuda"] = torch.cuda.get_rng_state_all()
         return state
@@ -480,24 +595,16 @@ class Trainer:
         if "rng_cuda" in ts and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ts["rng_cuda"])
         self.best_psnr, self.train_s = ts["best_psnr"], ts["train_s"]
+        self.skipped_steps = ts.get("skipped_steps", 0)
         step = int(ck["step"])
         self.last_saved_step = step
-        log = self.out_dir / "metrics.jsonl"
-        if self.rank == 0 and log.exists():  # drop records of steps after the checkpoint (they are redone)
-            keep = [line for line in log.read_text().splitlines() if json.loads(line)["step"] <= step]
-            log.write_text("".join(line + "\n" for line in keep))
+        if self.rank == 0:  # drop records of steps after the checkpoint (they are redone) and a torn last line
+            trim_jsonl(self.out_dir / "metrics.jsonl", step)
         return step
 
-    # --- the loop ------------------------------------------------------------------------------------------
-    def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
-        """Train to `loop.steps` (or stop after step `stop_after`, saving last.pt, as if interrupted)."""
+    def _loop(self, start: int, end: int) -> tuple[int, dict]:
+        """Steps start..end-1 with logging, validation and checkpoints; returns (last step, last metrics)."""
         cfg, lp = self.cfg, self.cfg.loop
-        if self.rank == 0:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
-        start = self._resume() if resume else 0
-        end = lp.steps if stop_after is None else min(lp.steps, stop_after)
-        for cb in self.callbacks:
-            cb.on_train_start(self, start, lp.steps)
         self.student.train()
         metrics: dict = {}
         window: dict[str, float] = {}
@@ -525,13 +632,16 @@ class Trainer:
                 record = {"step": step, "epoch": step // self.steps_per_epoch, "lr": lr,
                           **{f"loss/{k}" if k != "grad_norm" else k: v / n_window for k, v in window.items()},
                           "s_per_step": (time.perf_counter() - t_window) / n_window}
+                if self.skipped_steps:
+                    record["skipped_steps"] = self.skipped_steps
                 self._log(record)
                 for cb in self.callbacks:
                     cb.on_log(self, step, record)
                 window, n_window, t_window = {}, 0, time.perf_counter()
             validate = self.val_sets and ((cfg.val.every and step % cfg.val.every == 0) or step == lp.steps)
+            if validate:
+                metrics = self.validate()  # on every rank (each scores a share)
             if self.rank == 0 and validate:
-                metrics = self.validate()
                 self._log({"step": step, **{f"val/{k}": v for k, v in metrics.items()}})
                 for cb in self.callbacks:
                     cb.on_validation(self, step, metrics)
@@ -541,6 +651,40 @@ class Trainer:
                 self.save("last.pt", step, metrics, resumable=True)
             elif self.rank == 0 and ((lp.save_every and step % lp.save_every == 0) or step == end):
                 self.save("last.pt", step, metrics, resumable=True)
+        return step, metrics
+
+    def _best_from_last(self) -> None:
+        """After a stop on non-finite values: best.pt = the last good checkpoint, if there is one and no best."""
+        best, last = self.out_dir / "best.pt", self.out_dir / "last.pt"
+        if best.exists() or not last.exists():
+            return
+        ck = read_checkpoint(last)
+        save_checkpoint(best, state_dict=ck["state_dict"], spec=ck["spec"], config=ck["config"],
+                        metrics=ck["metrics"], step=ck["step"])
+
+    # --- the loop ------------------------------------------------------------------------------------------
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
+        """Train to `loop.steps` (or stop after step `stop_after`, saving last.pt, as if interrupted).
+
+        best.pt exists whenever this returns or stops on non-finite values: the best validated weights, or
+        the last ones when there is no validation data (or no validation scored yet)."""
+        lp = self.cfg.loop
+        if self.rank == 0:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        start = self._resume() if resume else 0
+        end = lp.steps if stop_after is None else min(lp.steps, stop_after)
+        for cb in self.callbacks:
+            cb.on_train_start(self, start, lp.steps)
+        if self.rank == 0 and start == 0 and self.gate_results:
+            self._log({"step": 0, "kd_gate": [r.as_dict() for r in self.gate_results]})
+        try:
+            step, metrics = self._loop(start, end)
+        except NonFiniteLoss:
+            if self.rank == 0:
+                self._best_from_last()
+            raise
+        if self.rank == 0 and (not self.val_sets or not (self.out_dir / "best.pt").exists()):
+            self.save("best.pt", step, metrics, resumable=False)  # best = last
         result = TrainResult(step, self.best_psnr, metrics, self.train_s, self.out_dir)
         for cb in self.callbacks:
             cb.on_train_end(self, result)

@@ -5,13 +5,21 @@ Loaded strictly by `srcore.config.load_config` (unknown keys and wrong types are
 `--resume` checks that the config it is given (if any) is the same.
 
 Sections:
-  space  the supernet: op set, cells, width, scale, shared or per-cell alphas, partial channels, fusion;
-  data   training images, their train/validation split, patch size, batch size;
-  loss   L1 + optional HFEN (DLSR's training loss);
-  optim  the weight optimizer (Adam) and its learning-rate schedule;
-  arch   the architecture optimizer (Adam), the algorithm (first_order / dlsr / second_order), warm-up;
-  cost   the differentiable cost term (expected params, MACs or LUT latency), its target and weight;
-  loop   length, logging, evaluation, checkpoints, collapse guard, seed.
+  space   the supernet: op set, cells, width, scale, shared or per-cell alphas, partial channels, fusion,
+          scale-free candidates during search, input range;
+  data    training images, their train/validation split, patch size, batch size, validation sampling;
+  loss    L1 + optional HFEN (DLSR's training loss);
+  optim   the weight optimizer (Adam) and its learning-rate schedule;
+  arch    the architecture optimizer (Adam), the algorithm (first_order / dlsr_reuse / dlsr_exact /
+          second_order), warm-up, softmax temperature annealing, SDARTS random smoothing;
+  cost    the differentiable cost term (expected params, MACs or LUT latency) as a hinge around a target;
+  loop    length, logging, evaluation, checkpoints, collapse guard, seed;
+  derive  how the genotype is read off the supernet at the end (argmax or perturbation-based);
+  run     where and how it runs (threads, device): may change on resume.
+
+`EXECUTION_KEYS` lists the keys that do not change what the search computes (threads, device, logging,
+evaluation, checkpoints, fusion, memory format, derive): `--resume` accepts new values for those and
+refuses any other change, naming the key.
 """
 from __future__ import annotations
 
@@ -20,6 +28,7 @@ from typing import Literal
 
 from search_spaces.ops import DLSR_PRIMITIVES, OPS
 from srcore.data import SCALES
+from srcore.skip import SKIPS
 
 
 @dataclass
@@ -34,8 +43,13 @@ class SpaceConfig:
     partial_channels: int = 1  # PC-DARTS K: 1/K of the channels go through the mixed op; 1 = off
     fuse: bool = True  # fused mixed ops: the same sum in fewer, cheaper operations (nas/mixed.py)
     channels_last: bool = True  # NHWC memory format for the supernet and its inputs (faster convs on CPU)
+    skip: str = "bicubic"  # image-space skip of the supernet and the derived genotype: none, nearest, bicubic
+    scale_free: bool = False  # search only: every candidate's output and every link edge rescaled (no parameters)
+    rgb_range: float = 1.0  # the supernet works on RGB * rgb_range (DLSR: 255); in and out stay in [0, 1]
 
     def __post_init__(self) -> None:
+        if self.skip not in SKIPS:
+            raise ValueError(f"space.skip = {self.skip!r}: must be one of {', '.join(SKIPS)}")
         if not self.ops:
             raise ValueError("space.ops: give at least one op")
         for name in self.ops:
@@ -52,27 +66,50 @@ class SpaceConfig:
         if self.partial_channels < 1 or self.channels % self.partial_channels:
             raise ValueError(f"space.partial_channels = {self.partial_channels}: must be >= 1 and divide "
                              f"space.channels = {self.channels}")
+        if not 0 < self.rgb_range <= 65535:
+            raise ValueError(f"space.rgb_range = {self.rgb_range}: must be in (0, 65535] (1 or 255)")
 
 
 @dataclass
 class DataConfig:
+    """Training images split into a weight part and an architecture (validation) part.
+
+    The split is a seeded random `val_fraction` of the images, or, with `train_range` and `val_range`,
+    1-based inclusive ranges of the sorted image list (DLSR: 1-3000 and 3000-3450 of DF2K).
+    """
+
     train: str = "builtin:train"  # folder of HR images (or HR/ inside it), or builtin:train
     val_fraction: float = 0.25  # fraction of the training images set aside for the arch (validation) split
+    train_range: tuple[int, int] | None = None  # [first, last] images (1-based, inclusive) for the weights
+    val_range: tuple[int, int] | None = None  # [first, last] images for the arch split
     gt_size: int = 64  # HR patch size (LR patch = gt_size / scale)
-    batch_size: int = 16
+    batch_size: int = 16  # the global batch (split evenly over DDP processes)
     repeat: int = 1  # patches per training image per epoch
     augment: bool = True
+    val_sampling: Literal["epoch", "replacement"] = "epoch"  # arch batches: walk epochs, or draw with replacement
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"data.val_fraction = {self.val_fraction}: must be in (0, 1)")
         if self.batch_size < 1 or self.repeat < 1 or self.gt_size < 2:
             raise ValueError("data: batch_size >= 1, repeat >= 1 and gt_size >= 2 are required")
+        if (self.train_range is None) != (self.val_range is None):
+            raise ValueError("data.train_range and data.val_range go together (or neither: val_fraction splits)")
+        for key in ("train_range", "val_range"):
+            r = getattr(self, key)
+            if r is not None and not 1 <= r[0] <= r[1]:
+                raise ValueError(f"data.{key} = {list(r)}: expected [first, last] with 1 <= first <= last")
 
 
 @dataclass
 class LossConfig:
-    hfen_weight: float = 0.0  # DLSR: L1 + 0.2 * HFEN
+    """L1 + hfen_weight * HFEN on RGB in [0, 1] (nas/loss.py).
+
+    DLSR's L1 is on [0, 255] and its HFEN is range-free, so DLSR's 0.2 is 0.2 / 255 here.
+    """
+
+    hfen_weight: float = 0.0
+    hfen_mode: Literal["per_channel", "dlsr"] = "per_channel"  # dlsr: Laplacian summed over RGB, signed max
 
 
 @dataclass
@@ -80,7 +117,7 @@ class OptimConfig:
     """Weight optimizer: Adam with a schedule that is a pure function of the epoch (nothing to resume)."""
 
     lr: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.999)
+    adam_betas: tuple[float, float] = (0.9, 0.999)
     weight_decay: float = 0.0
     schedule: Literal["constant", "multistep", "cosine"] = "constant"
     milestones: tuple[int, ...] = ()  # epochs, for multistep
@@ -89,46 +126,70 @@ class OptimConfig:
     grad_clip: float = 0.0  # max global norm of weight gradients; 0 = off
 
 
+ALGORITHMS = ("first_order", "dlsr_reuse", "dlsr_exact", "second_order")
+
+
 @dataclass
 class ArchConfig:
-    algorithm: Literal["first_order", "dlsr", "second_order"] = "dlsr"
+    """The architecture step (nas/architect.py) and what shapes the mixture during search.
+
+    algorithm: first_order (DARTS, validation loss; arch step before the weight step), dlsr_exact
+    (DLSR's released step: after the weight step, the train batch re-run at the new weights plus a
+    validation batch), dlsr_reuse (the same sum, but the train term is the alpha gradient of the weight
+    step's own backward, before the update: one forward cheaper), second_order (DARTS's unrolled step
+    through the weight optimizer's actual next step, before the weight step, on the same batch).
+    The mixture weights are softmax(alpha / tau), tau annealed geometrically from `tau_start` to
+    `tau_end` between the end of warm-up and the last step; `smoothing` > 0 adds U(-eps, eps) noise to
+    them in every weight step (SDARTS-RS, Chen & Hsieh 2020).
+    """
+
+    algorithm: Literal["first_order", "dlsr_reuse", "dlsr_exact", "second_order"] = "dlsr_exact"
     lr: float = 3e-4
-    betas: tuple[float, float] = (0.5, 0.999)
+    adam_betas: tuple[float, float] = (0.5, 0.999)
     weight_decay: float = 1e-3
     warmup_epochs: int = 0  # weight steps only for these epochs
     every: int = 1  # one arch step every `every` weight steps
-    unrolled_lr: float | None = None  # second order: xi of the virtual step; null = current weight lr
+    unrolled_lr: float | None = None  # second order: a plain SGD virtual step of this size; null = the optimizer's
     hvp_r: float = 1e-2  # second order: the finite-difference step is hvp_r / |v| (DARTS: 0.01)
     grad_clip: float = 0.0  # max norm of the arch gradient; 0 = off
     init_std: float = 1e-3  # alphas and betas start as N(0, init_std^2)
+    tau_start: float = 1.0  # softmax temperature of the op mixture at the end of warm-up
+    tau_end: float = 1.0  # ... and at the last step (geometric in between); 1 and 1 = plain DARTS
+    smoothing: float = 0.0  # SDARTS-RS: uniform noise of this half-width on the mixture weights in weight steps
 
     def __post_init__(self) -> None:
         if self.every < 1 or self.warmup_epochs < 0 or self.hvp_r <= 0:
             raise ValueError("arch: every >= 1, warmup_epochs >= 0 and hvp_r > 0 are required")
+        if self.tau_start <= 0 or self.tau_end <= 0 or self.smoothing < 0:
+            raise ValueError("arch: tau_start > 0, tau_end > 0 and smoothing >= 0 are required")
 
 
 @dataclass
 class CostConfig:
-    """Penalty `weight * E[cost] / ref` (linear) or `weight * relu(E[cost] / target - 1)` (hinge).
+    """Penalty `weight * ramp * relu(E / target - 1)` (hinge) or `weight * ramp * |E / target - 1|`.
 
-    E[cost] is the expected cost of the derived network under softmax(alpha) (`kind`: params, MACs at
-    `input_size`, or latency in ms at `input_size` from a per-op table measured on the search device).
-    With `target` (absolute, in the unit of `kind`), ref = target; without, ref = the cost of the
-    searched stages when every stage takes its most expensive op (DLSR's normalised parameter term).
+    E is the expected cost of the derived network under the mixture weights (`kind`: params, MACs at
+    `input_size`, or latency in ms at `input_size` from a per-op table measured on the search device);
+    `target` is absolute, in the unit of `kind`. The hinge pulls only while E is above the target (a
+    bare linear pull would drive every edge to the cheapest op); `two_sided` also pushes up from below.
+    `ramp` goes linearly from 0 to 1 over `ramp_epochs` after the warm-up (0: at once).
     """
 
     kind: Literal["none", "params", "macs", "latency"] = "none"
     weight: float = 0.0
     target: float | None = None
-    mode: Literal["linear", "hinge"] = "linear"
+    mode: Literal["hinge", "two_sided"] = "hinge"
+    ramp_epochs: float = 0.0
     input_size: tuple[int, int] = (64, 64)  # LR size (H, W) for MACs and latency
     latency_repeats: int = 5  # timed runs per op (median) when measuring the latency table
 
     def __post_init__(self) -> None:
-        if self.mode == "hinge" and self.target is None and self.kind != "none":
-            raise ValueError("cost.mode = hinge needs cost.target")
+        if self.kind != "none" and (self.target is None or self.weight <= 0):
+            raise ValueError(f"cost.kind = {self.kind} needs cost.target (in its unit) and cost.weight > 0")
         if self.target is not None and self.target <= 0:
             raise ValueError(f"cost.target = {self.target}: must be > 0")
+        if self.ramp_epochs < 0:
+            raise ValueError(f"cost.ramp_epochs = {self.ramp_epochs}: must be >= 0")
 
 
 @dataclass
@@ -139,14 +200,49 @@ class LoopConfig:
     eval_every: int = 50  # weight steps between PSNR evaluations on fixed validation patches; 0 = off
     eval_patches: int = 16
     checkpoint_every: int = 100  # weight steps between atomic checkpoints (also at the end and on Ctrl-C)
-    collapse_check: bool = True
-    collapse_min_prob: float = 0.3  # an edge is "taken" by an op whose softmax weight is at least this
+    collapse_check: bool = True  # every log step: warn (or stop) when the current genotype is degenerate
+    decided_prob: float = 0.5  # an edge's choice is decided when its op carries at least this mixture weight
     collapse_action: Literal["warn", "stop"] = "warn"
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.log_every < 1 or self.eval_every < 0 or self.checkpoint_every < 0:
             raise ValueError("loop: epochs >= 1, log_every >= 1, eval_every >= 0 and checkpoint_every >= 0 "
                              "are required")
+        if not 0.0 < self.decided_prob <= 1.0:
+            raise ValueError(f"loop.decided_prob = {self.decided_prob}: must be in (0, 1]")
+
+
+@dataclass
+class DeriveConfig:
+    """How the genotype is read off the supernet (nas/derive.py, nas/select.py).
+
+    argmax: each edge keeps its op of largest alpha, each cell k >= 3 its two inputs of largest beta.
+    perturbation: Wang et al. (ICLR 2021): edge by edge, the op whose removal from the mixture raises
+    the validation loss most is kept (then `tune_steps` weight steps with the decided edges fixed), and
+    each cell keeps the two inputs whose removal hurts most; the loss is measured on `eval_batches`
+    validation batches.
+    """
+
+    method: Literal["argmax", "perturbation"] = "argmax"
+    exclude: tuple[str, ...] = ()  # ops the derivation may not pick (if another remains)
+    eval_batches: int = 4
+    tune_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if self.eval_batches < 1 or self.tune_steps < 0:
+            raise ValueError("derive: eval_batches >= 1 and tune_steps >= 0 are required")
+
+
+@dataclass
+class RunConfig:
+    """Execution only (may change on resume): torch CPU threads (0 = torch's default) and device."""
+
+    threads: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.threads < 0:
+            raise ValueError(f"run.threads = {self.threads}: must be >= 0")
 
 
 @dataclass
@@ -158,8 +254,26 @@ class SearchConfig:
     arch: ArchConfig = field(default_factory=ArchConfig)
     cost: CostConfig = field(default_factory=CostConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
+    derive: DeriveConfig = field(default_factory=DeriveConfig)
+    run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
         if self.data.gt_size % self.space.scale:
             raise ValueError(f"data.gt_size = {self.data.gt_size} must be divisible by space.scale = "
                              f"{self.space.scale}")
+        unknown = [name for name in self.derive.exclude if name not in self.space.ops]
+        if unknown:
+            raise ValueError(f"derive.exclude: {unknown} not in space.ops ({', '.join(self.space.ops)})")
+
+
+# Keys (dotted, or a whole section) that may change when a search is resumed: they change how it runs,
+# is logged, evaluated, checkpointed or derived, not the weights and alphas it computes (fusion and the
+# memory format change float rounding only).
+EXECUTION_KEYS = ("run", "derive", "space.fuse", "space.channels_last", "loop.log_every", "loop.eval_every",
+                  "loop.eval_patches", "loop.checkpoint_every", "loop.collapse_check", "loop.decided_prob",
+                  "loop.collapse_action", "cost.latency_repeats")
+
+
+def is_execution_key(key: str) -> bool:
+    """True if the dotted config key `key` may change on resume (see EXECUTION_KEYS)."""
+    return any(key == k or key.startswith(k + ".") for k in EXECUTION_KEYS)

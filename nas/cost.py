@@ -6,9 +6,13 @@ FBNet / ProxylessNAS style: the cost of a derived DLSR network is additive over 
 
 where `fixed` is everything that does not depend on the op choice (head, distillation 1x1 convs, c4,
 c5, ESA, the 2C -> C link convs, tail) and c[op] the cost of one stage op at width C. Relaxed, the
-expected cost E = fixed + sum_k sum_s softmax(alpha_{k,s}) . c is differentiable in alpha. The link
-convs of the derived network are 2C -> C whichever two cells are kept, so the cost does not depend on
-beta (its gradient there is zero).
+expected cost E = fixed + sum_k sum_s p_{k,s} . c, p = softmax(alpha / tau) the mixture weights, is
+differentiable in alpha. The link convs of the derived network are 2C -> C whichever two cells are
+kept, so the cost does not depend on beta (its gradient there is zero).
+
+The penalty is a hinge around a target, weight * relu(E / target - 1), or two-sided, weight *
+|E / target - 1| (never a bare linear pull, which drives every edge to the cheapest op), times a ramp
+factor the search loop raises from 0 to 1 after the warm-up.
 
 The per-op table `c` is one of
   * params:  parameters of the op (count);
@@ -130,28 +134,22 @@ class CostModel(nn.Module):
         super().__init__()
         self.table, self.cfg, self.space = table, cfg, space
         self.register_buffer("op_cost", table.vector(space.ops), persistent=False)
-        stages = 3 * space.num_cells
-        self.searched_max = stages * float(self.op_cost.max())  # DLSR-style normaliser of the linear term
-        self.searched_min = stages * float(self.op_cost.min())
+        if cfg.target is None:
+            raise ValueError("cost.target is needed for a cost penalty")
 
-    def expected(self, alphas: torch.Tensor) -> torch.Tensor:
-        """fixed + sum over cells and stages of softmax(alpha) . cost, differentiable in alphas."""
-        probs = F.softmax(alphas.to(self.op_cost.dtype), dim=-1)
+    def expected(self, alphas: torch.Tensor, tau: float = 1.0) -> torch.Tensor:
+        """fixed + sum over cells and stages of softmax(alpha / tau) . cost, differentiable in alphas."""
+        probs = F.softmax(alphas.to(self.op_cost.dtype) / tau, dim=-1)
         searched = (probs * self.op_cost).sum()
         if self.space.shared_alphas:
             searched = searched * self.space.num_cells
         return self.table.fixed + searched
 
-    def penalty(self, alphas: torch.Tensor) -> torch.Tensor:
-        """weight * E / ref (linear) or weight * relu(E / target - 1) (hinge), as float32 scalar."""
-        e = self.expected(alphas)
-        if self.cfg.target is None:
-            ratio = (e - self.table.fixed) / self.searched_max
-        else:
-            ratio = e / self.cfg.target
-        if self.cfg.mode == "hinge":
-            ratio = F.relu(ratio - 1.0)
-        return (self.cfg.weight * ratio).to(alphas.dtype)
+    def penalty(self, alphas: torch.Tensor, tau: float = 1.0, ramp: float = 1.0) -> torch.Tensor:
+        """weight * ramp * relu(E / target - 1) (hinge) or |E / target - 1| (two_sided), in alphas' dtype."""
+        gap = self.expected(alphas, tau) / self.cfg.target - 1.0
+        gap = F.relu(gap) if self.cfg.mode == "hinge" else gap.abs()
+        return (self.cfg.weight * ramp * gap).to(alphas.dtype)
 
     def derived_cost(self, ops_per_cell: Sequence[Sequence[str]]) -> float:
         """The table's cost of a derived network given its stage ops, one triple per cell."""

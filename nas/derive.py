@@ -6,11 +6,13 @@ Rules:
     from this argmax; this space has no zero op, and `identity` is a real, deployable choice here (the
     stage reduces to its residual add), so no op is excluded by default. `exclude` forbids ops (e.g.
     `("identity",)`) when at least one other op remains.
-  * network level: cell k >= 3 keeps its `top_k` predecessors with the largest beta (ties: the earlier
-    cell), listed in ascending order. Genotype version 1 fixes two inputs per cell, so top_k is 2.
+  * network level: cell k >= 3 keeps its two predecessors with the largest beta (ties: the earlier
+    cell), listed in ascending order (the genotype fixes two inputs per cell).
   * shared alphas give a shared `cell:`; per-cell alphas give `cells:`.
-The genotype records the searched op set, width, cell count and scale of the space, and rgb_range 1
-(the search trains on RGB in [0, 1]).
+The genotype records the searched op set, width, cell count, scale and image-space skip of the space,
+and its rgb_range (the range the supernet worked in). Nothing of the search-only machinery (partial
+channels, scale-free rescaling, temperature) is in a derived network. `nas.select` derives by
+perturbation instead of argmax.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import torch
 from nas.config import SpaceConfig
 from search_spaces.genotype import Genotype
 
-TOP_K = 2  # inputs per cell in genotype version 1
+TOP_K = 2  # inputs per cell k >= 3 in a genotype
 
 
 def best_ops(alphas: torch.Tensor, ops: Sequence[str], exclude: Sequence[str] = ()) -> tuple[str, ...]:
@@ -34,20 +36,18 @@ def best_ops(alphas: torch.Tensor, ops: Sequence[str], exclude: Sequence[str] = 
     return tuple(names)
 
 
-def top_inputs(beta: torch.Tensor, top_k: int = TOP_K) -> tuple[int, ...]:
-    """The 1-based indices of the `top_k` largest betas (ties: the earlier cell), ascending."""
+def top_inputs(beta: torch.Tensor) -> tuple[int, ...]:
+    """The 1-based indices of the TOP_K largest betas (ties: the earlier cell), ascending."""
     values = beta.tolist()
     order = sorted(range(len(values)), key=lambda j: (-values[j], j))
-    return tuple(sorted(j + 1 for j in order[:top_k]))
+    return tuple(sorted(j + 1 for j in order[:TOP_K]))
 
 
 def derive_genotype(alphas: torch.Tensor, betas: Sequence[torch.Tensor], space: SpaceConfig, *,
-                    top_k: int = TOP_K, exclude: Sequence[str] = ()) -> Genotype:
+                    exclude: Sequence[str] = ()) -> Genotype:
     """The genotype of raw `alphas` ((3, |ops|) shared or (N, 3, |ops|) per cell) and `betas` (one
-    tensor of k-1 values for each cell k = 3..N)."""
+    tensor of k-1 values for each cell k = 3..N): argmax per edge, top two inputs per cell."""
     n, ops = space.num_cells, tuple(space.ops)
-    if top_k != TOP_K:
-        raise ValueError(f"top_k = {top_k}: genotype version 1 keeps exactly {TOP_K} inputs per cell")
     unknown = [name for name in exclude if name not in ops]
     if unknown:
         raise ValueError(f"exclude: {unknown} not in the searched ops ({', '.join(ops)})")
@@ -58,11 +58,18 @@ def derive_genotype(alphas: torch.Tensor, betas: Sequence[torch.Tensor], space: 
     if len(betas) != n - 2 or any(b.numel() != k - 1 for b, k in zip(betas, range(3, n + 1))):
         raise ValueError(f"betas {[b.numel() for b in betas]} do not fit {n} cells "
                          f"(expected sizes {list(range(2, n))})")
-    inputs = tuple(top_inputs(b.detach().cpu(), top_k) for b in betas)
-    common = dict(ops=ops, inputs=inputs, channels=space.channels, num_cells=n, scale=space.scale, rgb_range=1.0)
+    inputs = tuple(top_inputs(b.detach().cpu()) for b in betas)
+    return make_genotype(space, best_ops(alphas.reshape(-1, len(ops)), ops, exclude), inputs)
+
+
+def make_genotype(space: SpaceConfig, edge_ops: Sequence[str], inputs: Sequence[tuple[int, int]]) -> Genotype:
+    """The genotype of the space with one op per searched edge (3 shared, or 3 per cell, cell-major)."""
+    common = dict(ops=tuple(space.ops), inputs=tuple(inputs), channels=space.channels, num_cells=space.num_cells,
+                  scale=space.scale, rgb_range=space.rgb_range, skip=space.skip)
+    edge_ops = tuple(edge_ops)
     if space.shared_alphas:
-        return Genotype(cell=best_ops(alphas, ops, exclude), **common)
-    return Genotype(cells=tuple(best_ops(a, ops, exclude) for a in alphas), **common)
+        return Genotype(cell=edge_ops, **common)
+    return Genotype(cells=tuple(edge_ops[3 * k:3 * k + 3] for k in range(space.num_cells)), **common)
 
 
 def describe(g: Genotype) -> str:

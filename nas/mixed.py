@@ -16,9 +16,20 @@ approximation (partial channels):
     last kernel, w conv(h, K) = conv(h, w K), so no scaled copy of their output is made or kept for
     backward;
   - the ops that start with a ReLU (sep_conv, dil_conv) share one ReLU(x).
-* `partial_channels` K > 1 (PC-DARTS, Xu et al. 2020): only the first C/K channels go through the
-  candidate ops (built at C/K channels); the other channels bypass them unchanged; a channel shuffle
-  with K groups then interleaves the two parts, so successive stages sample different channels.
+* `partial_channels` K > 1 (PC-DARTS, Xu et al. 2020): only one block of C/K channels goes through the
+  candidate ops (built at C/K channels), block `group` (channels group*C/K ... (group+1)*C/K - 1), and
+  the result is written back to the same channels, so the stage's residual add `op(x) + x` adds every
+  channel to itself, as in the derived network. The supernet gives successive stages successive
+  blocks (PC-DARTS's channel shuffle moves channels between nodes instead; with a residual add after
+  every op that would add mismatched channels). The other channels get nothing from the op: in a
+  residual stage the residual is their bypass (PC-DARTS passes them through the op itself because its
+  cells have no residual; here that would double them at every stage).
+
+`scale_free` (search only, never in a derived network): each candidate's output is rescaled, per
+sample, to the RMS of the op's input, `y * rms(x) / rms(y)`, before it is weighted, so the weights
+inside an op cannot absorb its alpha (the role of DARTS's BatchNorm without affine parameters; SR
+networks avoid BatchNorm, and a per-sample norm keeps data-parallel and single-process runs equal).
+Fusion does not apply then (every output is needed on its own).
 """
 from __future__ import annotations
 
@@ -31,10 +42,14 @@ from torch import nn
 from search_spaces.ops import Conv, build_op
 
 
-def channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
-    """ShuffleNet's channel shuffle: (N, g*c, H, W) -> view (N, g, c, H, W) -> swap g and c -> flatten."""
-    n, ch, h, w = x.shape
-    return x.view(n, groups, ch // groups, h, w).transpose(1, 2).reshape(n, ch, h, w)
+def rms(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Root mean square of each sample over (C, H, W), shape (N, 1, 1, 1)."""
+    return x.square().mean(dim=(1, 2, 3), keepdim=True).add(eps).sqrt()
+
+
+def rescale_to(y: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """`y` rescaled per sample to the RMS of `ref`: invariant to any positive scaling of y."""
+    return y * (rms(ref) / rms(y))
 
 
 def _layers(op: nn.Module) -> nn.Sequential | None:
@@ -52,13 +67,17 @@ class MixedOp(nn.Module):
     weights are laid out the same with or without fusion; fusion only changes how forward computes.
     """
 
-    def __init__(self, channels: int, names: Sequence[str], partial_channels: int = 1, fuse: bool = True):
+    def __init__(self, channels: int, names: Sequence[str], partial_channels: int = 1, fuse: bool = True,
+                 group: int = 0, scale_free: bool = False):
         super().__init__()
         if channels % partial_channels:
             raise ValueError(f"partial_channels = {partial_channels} must divide channels = {channels}")
         self.names = tuple(names)
         self.k = partial_channels
+        self.group = group % partial_channels  # the block of C/K channels the ops see (partial channels)
+        self.scale_free = scale_free
         self.ops = nn.ModuleList(build_op(name, channels // partial_channels) for name in self.names)
+        fuse = fuse and not scale_free
         self.fuse = fuse
         fusable = [i for i, op in enumerate(self.ops) if isinstance(op, Conv)] if fuse else []
         self.fused = fusable if len(fusable) > 1 else []
@@ -72,12 +91,16 @@ class MixedOp(nn.Module):
             raise RuntimeError("MixedOp.weights is not bound; the supernet sets it before each forward")
         if self.k == 1:
             return self.mix(x, self.weights)
-        c = x.shape[1] // self.k
-        out = torch.cat([self.mix(x[:, :c], self.weights), x[:, c:]], dim=1)
-        return channel_shuffle(out, self.k)
+        ch = x.shape[1]
+        c = ch // self.k
+        lo = self.group * c
+        part = self.mix(x[:, lo:lo + c], self.weights)
+        return F.pad(part, (0, 0, 0, 0, lo, ch - lo - c))  # zeros outside the block, aligned with x
 
     def mix(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """sum_i weights[i] * op_i(x); with `fuse`, computed as described in the module docstring."""
+        if self.scale_free:
+            return sum(w * rescale_to(op(x), x) for w, op in zip(weights, self.ops))
         if not self.fuse:
             return sum(w * op(x) for w, op in zip(weights, self.ops))
         relu_x = F.relu(x) if self.shared_relu else None

@@ -2,35 +2,43 @@
 
     result = run_search(config, out_dir, device="cpu", callback=print_event)
 
-Per weight step (one training batch): forward, backward, Adam on the weights; after the warm-up
-epochs, every `arch.every` steps, one arch step (`nas.architect`) on the next validation batch. The
-training images are split once into a train part (weights) and a validation part (arch), by a seeded
-permutation of the images.
+Per weight step (one global training batch, split over the processes of a data-parallel run, see
+`nas.distributed`): forward, backward, Adam on the weights. After the warm-up epochs, every
+`arch.every` steps, one arch step (`nas.architect`) with the next validation batch, in the order of
+the algorithm's paper: DARTS's (first and second order) before the weight step, on the same training
+batch; DLSR's (dlsr_exact, dlsr_reuse) after it. The training images are split once into a train part
+(weights) and a validation part (arch): a seeded random fraction, or DLSR's fixed ranges.
 
-Everything is a pure function of the config and the step, so a search can stop at any step boundary
-and continue exactly: patches come from `PatchDataset` (seeded by seed, epoch, index), batch order from
-a generator seeded by (seed, epoch), the learning rate from the epoch; the checkpoint holds weights and
-arch parameters (one state dict), both Adam states, the data positions (train epoch and batch, val
-epoch and batch), the cost table and the RNG states of torch, numpy and python. On the CPU a resumed
-search ends with the same alphas and weights (torch.equal) as an uninterrupted one.
+Schedules are pure functions of the step: the weight learning rate (of the epoch), the op-mixture
+temperature tau (geometric from arch.tau_start at the end of warm-up to arch.tau_end at the last
+step), the cost ramp (0 -> 1 over cost.ramp_epochs after warm-up) and the random-smoothing noise
+(seeded by the step). So a search can stop at any step boundary and continue exactly: patches come
+from `PatchDataset` (seeded by seed, epoch, index), batch order from a generator seeded by (seed,
+epoch); the checkpoint holds weights and arch parameters (one state dict), both Adam states, the data
+positions, the cost table and the RNG states. On the CPU a resumed search ends with the same alphas
+and weights (torch.equal) as an uninterrupted one. A resumed search may change execution keys only
+(`nas.config.EXECUTION_KEYS`: threads, device, logging, evaluation, checkpoints, fusion, memory
+format, derive); any other change is refused, naming the key.
 
-Files in `out_dir`:
-  checkpoint.pt        atomic srnas checkpoint, every `loop.checkpoint_every` steps, at the end and on
-                       Ctrl-C (the first Ctrl-C finishes the current step, saves and stops);
-  alpha_history.jsonl  one JSON object per logged step: {"step", "epoch", "ops", "alpha", "beta"} with
-                       the raw (pre-softmax) alphas and betas as full-precision floats;
-  genotype.yaml        the derived genotype at the end;
-  cost_table.json      the per-op cost table (when `cost.kind` is not none).
+Files in `out_dir` (written by process 0):
+  checkpoint.pt         atomic srnas checkpoint, every `loop.checkpoint_every` steps, at the end and on
+                        Ctrl-C (the first Ctrl-C finishes the current step, saves and stops);
+  alpha_history.jsonl   one JSON object per logged step: "step", "epoch", "ops", "alpha", "beta" (raw,
+                        full precision), "tau", "cost_ramp", and the mean over the arch steps since the
+                        last line of the loss gradient on alpha and beta ("grad_alpha_loss",
+                        "grad_beta_loss") and of the cost gradient on alpha ("grad_alpha_cost"), with
+                        "arch_steps" (their number; the gradients are null when it is 0);
+  genotype.yaml         the derived genotype at the end (`derive.method`: argmax or perturbation);
+  collapse_report.json  per edge: mixture weights, chosen op, entropy, margin, decided or not, cheapest
+                        or parameter-free, and the verdict (`nas.report`), at the end;
+  cost_table.json       the per-op cost table (when `cost.kind` is not none).
 
 Library code: no logging setup, no printing; progress goes to `callback(event, info)` with events
-"start", "step" (every log step), "eval", "collapse", "checkpoint" and "end".
+"start", "step" (every log step), "eval", "collapse", "checkpoint", "report" and "end".
 
-The collapse guard (every log step) reports when the cheapest op (fewest parameters) takes every edge
-with softmax weight >= `loop.collapse_min_prob`, the classic DARTS failure; `loop.collapse_action: stop`
-ends the search there (status "collapsed").
-
-`step_timing(config, steps, partial_channels)` times weight and arch steps of the supernet on random
-data (and, with `reference=True`, DLSR's released step on the same supernet), for `tools/bench.py`.
+The collapse guard (every log step) reports when the current genotype is degenerate with every
+choice decided (every edge on the cheapest, or a parameter-free, op: the classic DARTS failure);
+`loop.collapse_action: stop` ends the search there (status "collapsed").
 """
 from __future__ import annotations
 
@@ -39,7 +47,6 @@ import json
 import math
 import os
 import random
-import re
 import signal
 import threading
 import time
@@ -51,38 +58,54 @@ import numpy as np
 import torch
 from torch import nn
 
+from nas import distributed
 from nas.architect import Architect
-from nas.config import SearchConfig
+from nas.config import SearchConfig, is_execution_key
 from nas.cost import CostModel, CostTable, build_cost_table, op_param_counts
-from nas.derive import describe
+from nas.derive import describe, make_genotype
 from nas.loss import sr_loss
+from nas.report import collapse_report
+from nas.select import perturbation_select
 from nas.supernet import SuperNet
 from search_spaces.genotype import Genotype, save_genotype
 from srcore.checkpoint import CheckpointError, load_file, save_checkpoint
-from srcore.config import from_dict, to_dict
+from srcore.config import ConfigError, from_dict, to_dict
 from srcore.data import DataError, PatchDataset
+from srcore.jsonl import trim_jsonl
+from srcore.metrics import psnr
 
 CHECKPOINT = "checkpoint.pt"
 HISTORY = "alpha_history.jsonl"
 GENOTYPE = "genotype.yaml"
+REPORT = "collapse_report.json"
 COST_TABLE = "cost_table.json"
 
 Callback = Callable[[str, dict], None]
 
 
 # ----------------------------------------------------------------------------------------------------
-# data: a seeded split of the training images, seeded batch orders
+# data: a seeded (or DLSR's ranged) split of the training images, seeded batch orders
 
 
-def split_dataset(ds: PatchDataset, val_fraction: float, seed: int) -> tuple[PatchDataset, PatchDataset]:
-    """Two copies of `ds` over disjoint images: (train, val), val holding round(fraction * N) >= 1."""
+def split_dataset(ds: PatchDataset, val_fraction: float, seed: int, train_range: tuple[int, int] | None = None,
+                  val_range: tuple[int, int] | None = None) -> tuple[PatchDataset, PatchDataset]:
+    """Two copies of `ds` over its images: (train, val). With ranges, images first..last (1-based,
+    inclusive, in the dataset's sorted order; they may overlap, as DLSR's 1-3000 / 3000-3450 do);
+    otherwise a seeded permutation puts round(fraction * N) >= 1 images in val and the rest in train."""
     n = len(ds.images)
-    n_val = min(max(1, round(val_fraction * n)), n - 1) if n > 1 else 0
-    if n_val == 0:
-        raise DataError(f"the training set has {n} image(s); a train/validation split needs at least 2")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+    if train_range is not None and val_range is not None:
+        for key, (a, b) in (("data.train_range", train_range), ("data.val_range", val_range)):
+            if b > n:
+                raise DataError(f"{key} = [{a}, {b}]: the training set has only {n} images")
+        parts_idx = (list(range(train_range[0] - 1, train_range[1])), list(range(val_range[0] - 1, val_range[1])))
+    else:
+        n_val = min(max(1, round(val_fraction * n)), n - 1) if n > 1 else 0
+        if n_val == 0:
+            raise DataError(f"the training set has {n} image(s); a train/validation split needs at least 2")
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+        parts_idx = (sorted(order[n_val:]), sorted(order[:n_val]))
     parts = []
-    for idx in (sorted(order[n_val:]), sorted(order[:n_val])):
+    for idx in parts_idx:
         part = copy.copy(ds)
         part.images = [ds.images[i] for i in idx]
         part.names = [ds.names[i] for i in idx]
@@ -106,11 +129,11 @@ def load_batch(ds: PatchDataset, epoch: int, indices: list[int], device: torch.d
 
 
 # ----------------------------------------------------------------------------------------------------
-# small pieces of the loop
+# schedules (pure functions of the step) and small pieces of the loop
 
 
 def learning_rate(cfg: SearchConfig, epoch: int) -> float:
-    """The weight learning rate of `epoch` (a pure function: nothing to save for resume)."""
+    """The weight learning rate of `epoch`."""
     o = cfg.optim
     if o.schedule == "multistep":
         return o.lr * o.gamma ** sum(epoch >= m for m in o.milestones)
@@ -119,24 +142,33 @@ def learning_rate(cfg: SearchConfig, epoch: int) -> float:
     return o.lr
 
 
-def psnr(sr: torch.Tensor, gt: torch.Tensor, border: int) -> float:
-    """Mean PSNR (RGB, [0, 1], `border` pixels shaved) over a batch of patches."""
-    if border:
-        sr, gt = sr[..., border:-border, border:-border], gt[..., border:-border, border:-border]
-    mse = ((sr.clamp(0, 1) - gt) ** 2).flatten(1).mean(1).clamp_min(1e-10)
-    return float((-10 * torch.log10(mse)).mean())
+def temperature(cfg: SearchConfig, step: int, batches_per_epoch: int, total_steps: int) -> float:
+    """tau of the op mixture at `step`: tau_start until the end of warm-up, then geometric to tau_end
+    at the last step."""
+    a = cfg.arch
+    if a.tau_start == a.tau_end:
+        return a.tau_start
+    warm = a.warmup_epochs * batches_per_epoch
+    frac = min(max((step - warm) / max(total_steps - 1 - warm, 1), 0.0), 1.0)
+    return a.tau_start * (a.tau_end / a.tau_start) ** frac
 
 
-def collapse_report(alphas: torch.Tensor, ops: tuple[str, ...], op_params: dict[str, float],
-                    min_prob: float) -> str | None:
-    """A message when the cheapest op takes every edge (softmax weight >= min_prob on each), else None."""
-    probs = torch.softmax(alphas.detach().float().reshape(-1, len(ops)), dim=-1)
-    cheapest = min(range(len(ops)), key=lambda i: (op_params[ops[i]], i))
-    top_p, top = probs.max(dim=-1)
-    if bool((top == cheapest).all()) and bool((top_p >= min_prob).all()):
-        return (f"collapse: the cheapest op {ops[cheapest]} takes all {probs.shape[0]} edges "
-                f"(softmax weight {float(top_p.min()):.2f}..{float(top_p.max()):.2f})")
-    return None
+def cost_ramp(cfg: SearchConfig, step: int, batches_per_epoch: int) -> float:
+    """The cost term's factor at `step`: 0 during warm-up, then linear to 1 over cost.ramp_epochs."""
+    warm = cfg.arch.warmup_epochs * batches_per_epoch
+    if step < warm:
+        return 0.0
+    ramp = cfg.cost.ramp_epochs * batches_per_epoch
+    return 1.0 if ramp <= 0 else min((step - warm + 1) / ramp, 1.0)
+
+
+def smoothing_noise(cfg: SearchConfig, step: int, shape: torch.Size) -> torch.Tensor | None:
+    """SDARTS-RS noise U(-eps, eps) on the mixture weights of weight step `step` (seeded by the step)."""
+    eps = cfg.arch.smoothing
+    if eps <= 0:
+        return None
+    g = torch.Generator().manual_seed(cfg.loop.seed * 1_000_003 + step + 7_919)
+    return (torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1).mul(eps).float()
 
 
 def rng_state() -> dict:
@@ -188,13 +220,41 @@ class _DeferredInterrupt:
         return False
 
 
+class _GradMeans:
+    """Running sums of the arch steps' loss and cost gradients between two history lines."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.n, self.loss, self.cost = 0, None, None
+
+    def add(self, loss_grads: list[torch.Tensor], cost_grad: torch.Tensor) -> None:
+        grads = [g.detach().double().cpu() for g in loss_grads]
+        cost = cost_grad.detach().double().cpu()
+        if self.n == 0:
+            self.loss, self.cost = grads, cost
+        else:
+            self.loss = [a + b for a, b in zip(self.loss, grads)]
+            self.cost = self.cost + cost
+        self.n += 1
+
+    def entry(self) -> dict:
+        if self.n == 0:
+            return {"arch_steps": 0, "grad_alpha_loss": None, "grad_alpha_cost": None, "grad_beta_loss": None}
+        return {"arch_steps": self.n, "grad_alpha_loss": (self.loss[0] / self.n).tolist(),
+                "grad_alpha_cost": (self.cost / self.n).tolist(),
+                "grad_beta_loss": [(g / self.n).tolist() for g in self.loss[1:]]}
+
+
 # ----------------------------------------------------------------------------------------------------
 # the search
 
 
 @dataclass
 class Position:
-    """Where the search is: global step, training epoch/batch, validation epoch/batch."""
+    """Where the search is: global step, training epoch/batch, validation epoch/batch (with
+    replacement sampling, val_batch counts the validation batches drawn)."""
 
     step: int = 0
     epoch: int = 0
@@ -211,17 +271,22 @@ class SearchResult:
     total_steps: int
     out_dir: Path
     metrics: dict = field(default_factory=dict)
+    report: dict | None = None
 
 
 class Search:
     """One search run in `out_dir` (see the module docstring). Build, then `run()`."""
 
-    def __init__(self, config: SearchConfig, out_dir: str | os.PathLike, device: str | torch.device = "cpu",
+    def __init__(self, config: SearchConfig, out_dir: str | os.PathLike, device: str | torch.device | None = None,
                  callback: Callback | None = None):
         self.cfg, self.out = config, Path(out_dir)
-        self.device = torch.device(device)
-        self.callback = callback or (lambda event, info: None)
+        self.device = torch.device(device if device is not None else config.run.device)
+        self.rank, self.world = distributed.world()
+        self.callback = (callback or (lambda event, info: None)) if self.rank == 0 else (lambda event, info: None)
         cfg = config
+        if cfg.data.batch_size % self.world:
+            raise ConfigError(f"data.batch_size = {cfg.data.batch_size} does not split evenly over {self.world} "
+                              "processes")
         seed = cfg.loop.seed
         random.seed(seed)
         np.random.seed(seed)
@@ -229,9 +294,10 @@ class Search:
 
         source = PatchDataset(cfg.data.train, cfg.space.scale, cfg.data.gt_size, augment=cfg.data.augment,
                               repeat=cfg.data.repeat, seed=seed)
-        self.train_ds, self.val_ds = split_dataset(source, cfg.data.val_fraction, seed)
+        self.train_ds, self.val_ds = split_dataset(source, cfg.data.val_fraction, seed, cfg.data.train_range,
+                                                   cfg.data.val_range)
         self.batches_per_epoch = len(epoch_batches(len(self.train_ds), cfg.data.batch_size, seed, 0))
-        if self.batches_per_epoch == 0 or len(epoch_batches(len(self.val_ds), cfg.data.batch_size, seed, 0)) == 0:
+        if self.batches_per_epoch == 0 or len(self.val_ds) < cfg.data.batch_size:
             raise DataError(f"data.batch_size = {cfg.data.batch_size} is larger than the train split "
                             f"({len(self.train_ds)} patches) or the validation split ({len(self.val_ds)} patches) "
                             "per epoch; raise data.repeat or lower the batch size")
@@ -243,74 +309,112 @@ class Search:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.weight_params = self.model.weight_parameters()
         self.arch_params = self.model.arch_parameters()
-        self.optimizer = torch.optim.Adam(self.weight_params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),
+        self.optimizer = torch.optim.Adam(self.weight_params, lr=cfg.optim.lr, betas=tuple(cfg.optim.adam_betas),
                                           weight_decay=cfg.optim.weight_decay)
         self.op_params = op_param_counts(cfg.space.ops, cfg.space.channels)
         self.cost_table: CostTable | None = None
         self.cost_model: CostModel | None = None
-        self.architect = Architect(self.model, cfg.arch, self.loss)
+        self.architect = Architect(self.model, cfg.arch, self.loss, weight_optimizer=self.optimizer,
+                                   reduce=distributed.average)
         self.pos = Position()
         self.metrics: dict = {}
         self.collapse_message: str | None = None
+        self.tau, self.ramp = 1.0, 0.0
+        self.grad_means = _GradMeans()
 
     # --- pieces --------------------------------------------------------------------------------------------
 
     def loss(self, model: nn.Module, batch: dict) -> torch.Tensor:
-        return sr_loss(model(batch["lq"]), batch["gt"], self.cfg.loss.hfen_weight)
+        return sr_loss(model(batch["lq"]), batch["gt"], self.cfg.loss.hfen_weight, self.cfg.loss.hfen_mode)
+
+    def penalty(self, alphas: torch.Tensor) -> torch.Tensor:
+        return self.cost_model.penalty(alphas, self.tau, self.ramp)
 
     def _eval_patches(self) -> dict[str, torch.Tensor] | None:
-        """Fixed validation patches (no augmentation, their own seed) for the PSNR shown in progress."""
+        """Fixed validation patches (no augmentation, their own seed) for the PSNR shown in progress; each
+        process keeps its share."""
         n = min(self.cfg.loop.eval_patches, len(self.val_ds))
         if not self.cfg.loop.eval_every or n == 0:
             return None
         ds = copy.copy(self.val_ds)
         ds.augment, ds.seed = False, self.cfg.loop.seed + 1
-        return load_batch(ds, 0, list(range(n)), self.device, self.cfg.space.channels_last)
+        mine = distributed.shard(list(range(n)))
+        return load_batch(ds, 0, mine, self.device, self.cfg.space.channels_last) if mine else {"lq": [], "gt": []}
 
     @torch.no_grad()
     def evaluate(self) -> float | None:
+        """Mean PSNR (Y, `scale` pixels shaved, 8-bit as the literature) of the fixed validation patches."""
         if self.eval_batch is None:
             return None
-        sr = torch.cat([self.model(lq[None]) for lq in self.eval_batch["lq"]])
-        return psnr(sr, self.eval_batch["gt"], self.cfg.space.scale)
+        values = [psnr(self.model(lq[None])[0], gt, self.cfg.space.scale)
+                  for lq, gt in zip(self.eval_batch["lq"], self.eval_batch["gt"])]
+        total, count = distributed.sum_floats([sum(values), len(values)])
+        return total / count
 
     def _setup_cost(self, table: dict | None) -> None:
         cfg = self.cfg
-        if cfg.cost.kind == "none" or cfg.cost.weight == 0:
+        if cfg.cost.kind == "none":
             return
-        self.cost_table = CostTable.from_dict(table) if table else build_cost_table(cfg.space, cfg.cost, self.device)
+        if table is None:  # measured once, by process 0, for every process
+            table = distributed.broadcast(build_cost_table(cfg.space, cfg.cost, self.device).to_dict()
+                                          if self.rank == 0 else None)
+        self.cost_table = CostTable.from_dict(table)
         self.cost_model = CostModel(self.cost_table, cfg.space, cfg.cost).to(self.device)
-        self.architect.penalty = self.cost_model.penalty
-        (self.out / COST_TABLE).write_text(json.dumps(self.cost_table.to_dict(), indent=2) + "\n")
+        self.architect.penalty = self.penalty
+        if self.rank == 0:
+            (self.out / COST_TABLE).write_text(json.dumps(self.cost_table.to_dict(), indent=2) + "\n")
 
     def next_val_batch(self) -> dict[str, torch.Tensor]:
+        """The next global validation batch (this process's share): the next batch of the current
+        validation epoch, or `batch_size` patches drawn with replacement (`data.val_sampling`)."""
         cfg, p = self.cfg, self.pos
-        batches = epoch_batches(len(self.val_ds), cfg.data.batch_size, cfg.loop.seed + 7, p.val_epoch)
-        if p.val_batch >= len(batches):
-            p.val_epoch, p.val_batch = p.val_epoch + 1, 0
+        if cfg.data.val_sampling == "replacement":
+            g = torch.Generator().manual_seed((cfg.loop.seed + 7) * 1_000_003 + p.val_batch)
+            indices = torch.randint(len(self.val_ds), (cfg.data.batch_size,), generator=g).tolist()
+            epoch = p.val_batch
+        else:
             batches = epoch_batches(len(self.val_ds), cfg.data.batch_size, cfg.loop.seed + 7, p.val_epoch)
-        batch = load_batch(self.val_ds, p.val_epoch, batches[p.val_batch], self.device, cfg.space.channels_last)
+            if p.val_batch >= len(batches):
+                p.val_epoch, p.val_batch = p.val_epoch + 1, 0
+                batches = epoch_batches(len(self.val_ds), cfg.data.batch_size, cfg.loop.seed + 7, p.val_epoch)
+            indices, epoch = batches[p.val_batch], p.val_epoch
         p.val_batch += 1
-        return batch
+        return load_batch(self.val_ds, epoch, distributed.shard(indices), self.device, cfg.space.channels_last)
 
-    def weight_step(self, batch: dict, lr: float, want_arch_grads: bool) -> tuple[float, list[torch.Tensor] | None]:
-        """Forward, backward (weights, plus arch params if wanted), Adam; returns loss and arch grads."""
+    def weight_step(self, batch: dict, lr: float, want_arch_grads: bool,
+                    noise: torch.Tensor | None = None) -> tuple[float, list[torch.Tensor] | None]:
+        """Forward, backward (weights, plus arch params if wanted), gradients averaged over processes,
+        Adam; returns this process's loss and the arch gradients. `noise` perturbs the op mixture."""
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.zero_grad(set_to_none=True)
         for a in self.arch_params:
             a.grad = None
-        loss = self.loss(self.model, batch)
-        loss.backward(inputs=self.weight_params + (self.arch_params if want_arch_grads else []))
+        params = self.weight_params + (self.arch_params if want_arch_grads else [])
+        self.model.noise = None if noise is None else noise.to(self.device)
+        try:
+            loss = self.loss(self.model, batch)
+            loss.backward(inputs=params)
+        finally:
+            self.model.noise = None
+        grads = distributed.average([p.grad if p.grad is not None else torch.zeros_like(p) for p in params])
+        for p, g in zip(params, grads):
+            p.grad = g
         if self.cfg.optim.grad_clip > 0:
             torch.nn.utils.clip_grad_norm_(self.weight_params, self.cfg.optim.grad_clip)
         self.optimizer.step()
         arch_grads = None
         if want_arch_grads:
-            arch_grads = [a.grad if a.grad is not None else torch.zeros_like(a) for a in self.arch_params]
+            arch_grads = [a.grad for a in self.arch_params]
             for a in self.arch_params:
                 a.grad = None
         return float(loss.detach()), arch_grads
+
+    def arch_step(self, batch: dict, lr: float, train_grads: list[torch.Tensor] | None) -> None:
+        info = self.architect.step(batch, self.next_val_batch(), train_grads=train_grads, weight_lr=lr,
+                                   weight_decay=self.cfg.optim.weight_decay)
+        self.grad_means.add(info["loss_grads"], info["cost_grad"])
+        self.metrics.update(val_loss=info["val_loss"], penalty=info["penalty"])
 
     # --- checkpoints -----------------------------------------------------------------------------------
 
@@ -318,26 +422,23 @@ class Search:
         return {"position": vars(self.pos).copy(), "optimizer": self.optimizer.state_dict(),
                 "arch_optimizer": self.architect.optimizer.state_dict(), "rng": rng_state(),
                 "cost_table": self.cost_table.to_dict() if self.cost_table else None,
-                "collapse": self.collapse_message}
+                "collapse": self.collapse_message, "world_size": self.world}
 
     def save(self) -> Path:
         path = self.out / CHECKPOINT
-        g = self.model.genotype()
-        save_checkpoint(path, state_dict=self.model.state_dict(), spec={"supernet": to_dict(self.cfg.space)},
-                        config=to_dict(self.cfg), metrics=dict(self.metrics), step=self.pos.step,
-                        genotype=g.to_dict(), search_state=self.state(), total_steps=self.total_steps)
-        self.callback("checkpoint", {"step": self.pos.step, "path": str(path)})
+        if self.rank == 0:
+            save_checkpoint(path, state_dict=self.model.state_dict(), spec={"supernet": to_dict(self.cfg.space)},
+                            config=to_dict(self.cfg), metrics=dict(self.metrics), step=self.pos.step,
+                            genotype=self.model.genotype().to_dict(), search_state=self.state(),
+                            total_steps=self.total_steps)
+            self.callback("checkpoint", {"step": self.pos.step, "path": str(path)})
         return path
 
     def load(self, path: Path) -> dict:
         ckpt = load_file(path)
         if not isinstance(ckpt, dict) or "search_state" not in ckpt:
             raise CheckpointError(f"{path}: not a search checkpoint (no search_state)")
-        saved = ckpt["config"]
-        if saved != to_dict(self.cfg):
-            diff = _diff_keys(saved, to_dict(self.cfg))
-            raise CheckpointError(f"{path}: the config differs from the checkpoint's at {', '.join(diff[:6])}; "
-                                  "resume with the same config (or none: it is read from the checkpoint)")
+        check_resume_config(ckpt["config"], to_dict(self.cfg), str(path))
         self.model.load_state_dict(ckpt["state_dict"], strict=True)
         st = ckpt["search_state"]
         self.optimizer.load_state_dict(st["optimizer"])
@@ -353,77 +454,141 @@ class Search:
     def history_entry(self) -> dict:
         alphas = self.model.alphas.detach().double().cpu().tolist()
         betas = [b.detach().double().cpu().tolist() for b in self.model.betas]
-        return {"step": self.pos.step, "epoch": self.pos.epoch, "ops": list(self.cfg.space.ops),
-                "alpha": alphas, "beta": betas}
+        entry = {"step": self.pos.step, "epoch": self.pos.epoch, "ops": list(self.cfg.space.ops),
+                 "alpha": alphas, "beta": betas, "tau": self.tau, "cost_ramp": self.ramp, **self.grad_means.entry()}
+        if self.cost_model is not None:
+            entry["expected_cost"] = float(self.cost_model.expected(self.model.alphas.detach(), self.tau))
+        return entry
 
     def _trim_history(self, step: int) -> None:
         """Drop history lines written after the checkpoint being resumed (a crash between checkpoints)."""
-        path = self.out / HISTORY
-        if not path.is_file():
-            return
-        keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text("".join(line + "\n" for line in keep))
-        os.replace(tmp, path)
+        if self.rank == 0:  # a torn last line (a kill mid-write) is dropped with a warning
+            trim_jsonl(self.out / HISTORY, step)
+
+    # --- the result ----------------------------------------------------------------------------------
+
+    def cost_of(self) -> tuple[dict[str, float], str]:
+        """Per-op costs that decide "cheapest": the cost table's, or parameters without a cost term."""
+        if self.cost_table is not None:
+            return dict(self.cost_table.ops), self.cost_table.unit
+        return dict(self.op_params), "params"
+
+    def report(self, chosen=None, inputs=None) -> dict:
+        """The collapse report (`nas.report`) of the current mixture weights."""
+        costs, unit = self.cost_of()
+        with torch.no_grad():
+            weights = torch.softmax(self.model.alphas.detach().double() / self.tau, dim=-1)
+        return collapse_report(weights, list(self.model.betas), self.cfg.space, costs, self.op_params,
+                               decided_prob=self.cfg.loop.decided_prob, chosen=chosen, inputs=inputs,
+                               cost_unit=unit)
+
+    def derive(self) -> tuple[Genotype, dict]:
+        """The genotype by `derive.method`, and its collapse report (with the selection record)."""
+        d = self.cfg.derive
+        if d.method == "argmax":
+            g = self.model.genotype(exclude=d.exclude)
+            ops = [op for k in range(1 if g.cell is not None else g.num_cells) for op in g.cell_ops(k + 1)]
+            return g, {**self.report(chosen=ops, inputs=g.inputs), "method": "argmax"}
+        chosen, inputs, record = self.perturbation_select()
+        g = make_genotype(self.cfg.space, chosen, inputs)
+        return g, {**self.report(chosen=chosen, inputs=inputs), "method": "perturbation", "selection": record}
+
+    def perturbation_select(self):
+        """`nas.select.perturbation_select` on fixed validation batches, tuning with training batches."""
+        cfg = self.cfg
+        val = epoch_batches(len(self.val_ds), cfg.data.batch_size, cfg.loop.seed + 11, 0)[:cfg.derive.eval_batches]
+        val_batches = [load_batch(self.val_ds, 0, distributed.shard(b), self.device, cfg.space.channels_last)
+                       for b in val]
+        lr = learning_rate(cfg, cfg.loop.epochs - 1)
+
+        @torch.no_grad()
+        def measure() -> float:
+            total = sum(float(self.loss(self.model, b)) for b in val_batches)
+            return distributed.sum_floats([total])[0] / (len(val_batches) * self.world)
+
+        def tune() -> None:
+            order = epoch_batches(len(self.train_ds), cfg.data.batch_size, cfg.loop.seed + 13, 0)
+            for i in range(cfg.derive.tune_steps):
+                b = load_batch(self.train_ds, 0, distributed.shard(order[i % len(order)]), self.device,
+                               cfg.space.channels_last)
+                self.weight_step(b, lr, want_arch_grads=False)
+
+        self.model.temperature = self.tau
+        return perturbation_select(self.model, measure, tune if cfg.derive.tune_steps else None, cfg.derive.exclude)
 
     # --- the loop ------------------------------------------------------------------------------------------
 
     def run(self, resume: bool = False, stop_at: int | None = None) -> SearchResult:
         """Search until the configured epochs end (or global step `stop_at`); resume from out_dir."""
         out = self.out
-        out.mkdir(parents=True, exist_ok=True)
-        ckpt_path = out / CHECKPOINT
+        if self.rank == 0:
+            out.mkdir(parents=True, exist_ok=True)
+        distributed.barrier()
         _check_out_dir(out, resume)
         table = None
         if resume:
-            table = self.load(ckpt_path)["cost_table"]
+            table = self.load(out / CHECKPOINT)["cost_table"]
             self._trim_history(self.pos.step)
-        else:
+        elif self.rank == 0:
             (out / HISTORY).write_text("")
         self._setup_cost(table)
+        self._schedule()
         self.callback("start", {"step": self.pos.step, "total_steps": self.total_steps, "resumed": resume,
                                 "out": str(out), "batches_per_epoch": self.batches_per_epoch,
-                                "weights": sum(p.numel() for p in self.weight_params),
+                                "weights": sum(p.numel() for p in self.weight_params), "world_size": self.world,
                                 "train_images": len(self.train_ds.images), "val_images": len(self.val_ds.images),
                                 "cost_table": self.cost_table.to_dict() if self.cost_table else None})
-        status = "finished"
-        with _DeferredInterrupt() as interrupt, open(out / HISTORY, "a") as history:
+        with _DeferredInterrupt() as interrupt, (open(out / HISTORY, "a") if self.rank == 0 else _Null()) as history:
             status = self._loop(history, interrupt, stop_at)
         self.save()
-        genotype = self.model.genotype()
+        genotype, report = self.model.genotype(), None
         if status == "finished":
-            save_genotype(genotype, out / GENOTYPE)
+            genotype, report = self.derive()
+            if self.rank == 0:
+                save_genotype(genotype, out / GENOTYPE)
+                atomic_save_json(report, out / REPORT)
+            self.callback("report", {"report": report, "path": str(out / REPORT)})
+        distributed.barrier()
         self.callback("end", {"status": status, "step": self.pos.step, "genotype": describe(genotype),
                               "metrics": dict(self.metrics)})
-        return SearchResult(genotype, status, self.pos.step, self.total_steps, out, dict(self.metrics))
+        return SearchResult(genotype, status, self.pos.step, self.total_steps, out, dict(self.metrics), report)
+
+    def _schedule(self) -> float:
+        """Set tau and the cost ramp of the current step; returns the weight learning rate."""
+        p = self.pos
+        self.tau = temperature(self.cfg, p.step, self.batches_per_epoch, self.total_steps)
+        self.ramp = cost_ramp(self.cfg, p.step, self.batches_per_epoch)
+        self.model.temperature = self.tau
+        return learning_rate(self.cfg, p.epoch)
 
     def _loop(self, history, interrupt: _DeferredInterrupt, stop_at: int | None) -> str:
         cfg, p = self.cfg, self.pos
-        loop, seed = cfg.loop, cfg.loop.seed
+        loop, seed, algorithm = cfg.loop, cfg.loop.seed, cfg.arch.algorithm
         t_last, loss_sum, loss_n = time.perf_counter(), 0.0, 0
         while p.epoch < loop.epochs:
-            lr = learning_rate(cfg, p.epoch)
             batches = epoch_batches(len(self.train_ds), cfg.data.batch_size, seed, p.epoch)
             while p.batch < len(batches):
-                if interrupt.requested:
+                if distributed.any_true(interrupt.requested):
                     return "interrupted"
                 if stop_at is not None and p.step >= stop_at:
                     return "stopped"
-                batch = load_batch(self.train_ds, p.epoch, batches[p.batch], self.device, cfg.space.channels_last)
+                lr = self._schedule()
+                batch = load_batch(self.train_ds, p.epoch, distributed.shard(batches[p.batch]), self.device,
+                                   cfg.space.channels_last)
                 arch_on = p.epoch >= cfg.arch.warmup_epochs and p.step % cfg.arch.every == 0
-                want = arch_on and cfg.arch.algorithm == "dlsr"
-                loss, train_grads = self.weight_step(batch, lr, want)
-                if arch_on:
-                    info = self.architect.step(batch, self.next_val_batch(), train_grads=train_grads, weight_lr=lr,
-                                               weight_decay=cfg.optim.weight_decay)
-                    self.metrics.update(val_loss=info["val_loss"], penalty=info["penalty"])
+                if arch_on and algorithm in ("first_order", "second_order"):  # DARTS: arch step first
+                    self.arch_step(batch, lr, None)
+                noise = smoothing_noise(cfg, p.step, self.model.alphas.shape)
+                loss, train_grads = self.weight_step(batch, lr, arch_on and algorithm == "dlsr_reuse", noise)
+                if arch_on and algorithm in ("dlsr_exact", "dlsr_reuse"):  # DLSR: after the weight step
+                    self.arch_step(batch, lr, train_grads)
                 p.step, p.batch = p.step + 1, p.batch + 1
                 loss_sum, loss_n = loss_sum + loss, loss_n + 1
                 if loop.eval_every and p.step % loop.eval_every == 0:
                     self.metrics["val_psnr"] = self.evaluate()
                     self.callback("eval", {"step": p.step, "psnr": self.metrics["val_psnr"]})
                 if p.step % loop.log_every == 0 or p.step == self.total_steps:
-                    self.metrics["loss"] = loss_sum / loss_n
+                    self.metrics["loss"] = distributed.sum_floats([loss_sum])[0] / (loss_n * self.world)
                     now = time.perf_counter()
                     status = self._log(history, lr, arch_on, (now - t_last) / loss_n)
                     t_last, loss_sum, loss_n = now, 0.0, 0
@@ -437,22 +602,64 @@ class Search:
     def _log(self, history, lr: float, arch_on: bool, sec_per_step: float) -> str | None:
         history.write(json.dumps(self.history_entry()) + "\n")
         history.flush()
+        self.grad_means.reset()
         p, g = self.pos, self.model.genotype()
         info = {"step": p.step, "epoch": p.epoch, "total_steps": self.total_steps, "lr": lr, "arch": arch_on,
-                "sec_per_step": sec_per_step, "genotype": describe(g), **self.metrics}
+                "sec_per_step": sec_per_step, "genotype": describe(g), "tau": self.tau, **self.metrics}
         if self.cost_model is not None:
-            info["expected_cost"] = float(self.cost_model.expected(self.model.alphas.detach()))
+            info["expected_cost"] = float(self.cost_model.expected(self.model.alphas.detach(), self.tau))
             info["cost_unit"] = self.cost_table.unit
         self.callback("step", info)
         loop = self.cfg.loop
         if loop.collapse_check:
-            msg = collapse_report(self.model.alphas, self.cfg.space.ops, self.op_params, loop.collapse_min_prob)
+            rep = self.report()
+            msg = f"collapse: {rep['verdict']}" if rep["degenerate"] and not rep["summary"]["undecided"] else None
             if msg and msg != self.collapse_message:
                 self.callback("collapse", {"step": p.step, "message": msg})
             self.collapse_message = msg
             if msg and loop.collapse_action == "stop":
                 return "collapsed"
         return None
+
+
+class _Null:
+    """A write-nothing file for processes other than 0."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def write(self, text: str) -> None:
+        pass
+
+    def flush(self) -> None:
+        pass
+
+
+def atomic_save_json(obj: dict, path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def check_resume_config(saved: dict, new: dict, source: str) -> None:
+    """Refuse to resume with a config that changes what the search computes, naming the first such key;
+    execution keys (`nas.config.EXECUTION_KEYS`) may change."""
+    for key in _diff_keys(saved, new):
+        if not is_execution_key(key):
+            old, value = _get(saved, key), _get(new, key)
+            raise CheckpointError(f"{source}: {key} = {value!r} differs from the checkpoint's {old!r}; it changes what "
+                                  "the search computes, so a resumed search cannot change it (only run.*, derive.*, "
+                                  "space.fuse, space.channels_last and the logging, evaluation and checkpoint keys "
+                                  "of loop may change)")
+
+
+def _get(d: dict, key: str):
+    for part in key.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d
 
 
 def _check_out_dir(out: Path, resume: bool) -> None:
@@ -473,9 +680,9 @@ def _diff_keys(a, b, prefix: str = "") -> list[str]:
     return [] if a == b else [prefix.rstrip(".")]
 
 
-def run_search(config: SearchConfig, out_dir: str | os.PathLike, *, device: str | torch.device = "cpu",
+def run_search(config: SearchConfig, out_dir: str | os.PathLike, *, device: str | torch.device | None = None,
                resume: bool = False, stop_at: int | None = None, callback: Callback | None = None) -> SearchResult:
-    """Build a `Search` and run it (see the module docstring)."""
+    """Build a `Search` and run it (see the module docstring); `device` defaults to config.run.device."""
     _check_out_dir(Path(out_dir), resume)
     return Search(config, out_dir, device, callback).run(resume=resume, stop_at=stop_at)
 
@@ -488,135 +695,16 @@ def config_from_checkpoint(path: str | os.PathLike) -> SearchConfig:
     return from_dict(SearchConfig, ckpt["config"], str(path))
 
 
-# ----------------------------------------------------------------------------------------------------
-# step timing, for benchmarks
-
-
-def _peak_rss_reset() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _rss(field_name: str) -> int | None:
-    try:
-        m = re.search(rf"{field_name}:\s+(\d+) kB", Path("/proc/self/status").read_text())
-    except OSError:
-        return None
-    return int(m.group(1)) * 1024 if m else None
-
-
-def step_timing(config: SearchConfig, steps: int = 3, partial_channels: int | None = None, *,
-                device: str | torch.device = "cpu", lr_size: int | None = None, warmup: int = 1,
-                reference: bool = False, seed: int = 0) -> dict:
-    """Seconds per weight step and per arch step of the supernet of `config` on random data, and memory.
-
-    Uses `config.space` (with `partial_channels` overriding space.partial_channels when given),
-    `config.data.batch_size`, LR patches of `lr_size` (default gt_size / scale), `config.arch` and
-    `config.cost`. `warmup` untimed (weight + arch) steps come first. `reference=True` times DLSR's
-    released step instead, on the same supernet: no conv fusion, contiguous NCHW, a weight step that
-    backpropagates into every parameter, and an arch step that forwards the train and validation
-    batches, adds both losses (and the cost term) and backpropagates into every parameter (two graphs
-    alive at once); only alphas/betas are then updated.
-
-    Returns {"weight_step_s", "arch_step_s" (medians), "step_s" (their sum), "peak_memory_bytes" (GPU:
-    peak allocated; CPU: "peak_rss_bytes"), "peak_rss_bytes" (the process's peak resident memory during
-    the timed steps, from /proc/self/status VmHWM after resetting it; None off Linux), "base_rss_bytes"
-    (resident memory before them), "peak_cuda_bytes",
-    "batch", "lr_size", "partial_channels", "algorithm", "reference", "threads", "device"}.
-    """
-    cfg = copy.deepcopy(config)
-    space = cfg.space
-    if partial_channels is not None:
-        space.partial_channels = partial_channels
-    if reference:
-        space.fuse, space.channels_last = False, False
-    device = torch.device(device)
-    torch.manual_seed(seed)
-    model = SuperNet(space, cfg.arch.init_std).to(device)
-    fmt = torch.channels_last if space.channels_last else torch.contiguous_format
-    model = model.to(memory_format=fmt)
-    size = lr_size or cfg.data.gt_size // space.scale
-    b, s = cfg.data.batch_size, space.scale
-    g = torch.Generator().manual_seed(seed)
-
-    def batch() -> dict:
-        lq = torch.rand(b, 3, size, size, generator=g)
-        gt = torch.rand(b, 3, size * s, size * s, generator=g)
-        return {"lq": lq.to(device).contiguous(memory_format=fmt), "gt": gt.to(device).contiguous(memory_format=fmt)}
-
-    def loss_fn(m, bt):
-        return sr_loss(m(bt["lq"]), bt["gt"], cfg.loss.hfen_weight)
-
-    weights, arch = model.weight_parameters(), model.arch_parameters()
-    opt_w = torch.optim.Adam(weights, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas))
-    penalty = None
-    if cfg.cost.kind != "none" and cfg.cost.weight:
-        cost_model = CostModel(build_cost_table(space, cfg.cost, device), space, cfg.cost).to(device)
-        penalty = cost_model.penalty
-    architect = Architect(model, cfg.arch, loss_fn, penalty)
-    dlsr = cfg.arch.algorithm == "dlsr"
-    tr, va = batch(), batch()
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    def weight_step():
-        opt_w.zero_grad(set_to_none=True)
-        for a in arch:
-            a.grad = None
-        loss = loss_fn(model, tr)
-        if reference:
-            loss.backward()
-            grads = None
-        else:
-            loss.backward(inputs=weights + (arch if dlsr else []))
-            grads = [a.grad for a in arch] if dlsr else None
-        opt_w.step()
-        return grads
-
-    def arch_step(train_grads):
-        if reference:
-            architect.optimizer.zero_grad(set_to_none=True)
-            opt_w.zero_grad(set_to_none=True)
-            total = loss_fn(model, tr) + loss_fn(model, va)
-            if penalty is not None:
-                total = total + penalty(model.alphas)
-            total.backward()
-            architect.optimizer.step()
-        else:
-            architect.step(tr, va, train_grads=train_grads, weight_lr=cfg.optim.lr,
-                           weight_decay=cfg.optim.weight_decay)
-
-    def timed(fn, *args):
-        sync()
-        t0 = time.perf_counter()
-        out = fn(*args)
-        sync()
-        return time.perf_counter() - t0, out
-
-    for _ in range(warmup):
-        arch_step(weight_step())
-    base = _rss("VmRSS")
-    can_reset = _peak_rss_reset()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    tw, ta = [], []
-    for _ in range(steps):
-        t, grads = timed(weight_step)
-        tw.append(t)
-        t, _ = timed(arch_step, grads)
-        ta.append(t)
-    w_s, a_s = float(np.median(tw)), float(np.median(ta))
-    peak_rss = _rss("VmHWM") if can_reset else None
-    peak_cuda = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
-    return {"weight_step_s": w_s, "arch_step_s": a_s, "step_s": w_s + a_s,
-            "peak_memory_bytes": peak_cuda if peak_cuda is not None else peak_rss,
-            "peak_rss_bytes": peak_rss, "base_rss_bytes": base, "peak_cuda_bytes": peak_cuda,
-            "batch": b, "lr_size": size, "scale": s, "num_cells": space.num_cells, "channels": space.channels,
-            "partial_channels": space.partial_channels, "fuse": space.fuse,
-            "channels_last": space.channels_last, "algorithm": cfg.arch.algorithm, "reference": reference,
-            "steps": steps, "threads": torch.get_num_threads(), "device": str(device)}
+def load_search(path: str | os.PathLike, config: SearchConfig | None = None,
+                device: str | torch.device | None = None) -> Search:
+    """A `Search` restored from a checkpoint (its folder or the file), ready to `derive()` or `report()`."""
+    path = Path(path)
+    ckpt = path / CHECKPOINT if path.is_dir() else path
+    cfg = config or config_from_checkpoint(ckpt)
+    search = Search(cfg, ckpt.parent, device)
+    table = search.load(ckpt)["cost_table"]
+    if table is not None:
+        search.cost_table = CostTable.from_dict(table)
+        search.cost_model = CostModel(search.cost_table, cfg.space, cfg.cost).to(search.device)
+    search._schedule()
+    return search

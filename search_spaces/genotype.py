@@ -8,8 +8,10 @@ A genotype says which network the search found, at both of DLSR's levels:
     by a 1x1 conv into cell k's input (`inputs`, 1-based cell indices, in concat order; cell 1 always
     takes the head's output and cell 2 cell 1's output, so `inputs[0]` is cell 3's pair).
 It also records the op set the search chose from (`ops`), the width (`channels`), the number of cells
-(`num_cells`), the upscaling factor (`scale`) and the pixel range the published weights expect
-(`rgb_range`: 1 for [0,1], 255 for [0,255]; optional, default 1).
+(`num_cells`), the upscaling factor (`scale`), the pixel range the published weights expect
+(`rgb_range`: 1 for [0,1], 255 for [0,255]; optional, default 1) and, from version 2 on, the image-space
+skip (`skip`: none, nearest or bicubic; see srcore/skip.py). Version-1 files have no `skip` key and load
+as `skip: none` (DLSR's published network has no image-space path); version 2 requires it.
 
 Example (search_spaces/genotypes/dlsr_x2.yaml):
 
@@ -43,14 +45,18 @@ from typing import Any
 import yaml
 
 from search_spaces.ops import OPS
+from srcore.skip import SKIPS
+from srcore.yamlio import safe_load
 
-VERSION = 1
+VERSION = 2  # written by this srnas; versions 1 (no skip) and 2 are read
+VERSIONS = (1, 2)
 SPACES = ("dlsr",)
 SCALES = (2, 3, 4)
 GENOTYPE_DIR = Path(__file__).resolve().parent / "genotypes"  # named genotypes shipped with the package
 
 REQUIRED_KEYS = ("version", "space", "scale", "channels", "num_cells", "ops", "inputs")
-KEYS = ("version", "space", "scale", "channels", "num_cells", "ops", "cell", "cells", "inputs", "rgb_range")
+KEYS = ("version", "space", "scale", "channels", "num_cells", "ops", "cell", "cells", "inputs", "rgb_range",
+        "skip")
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ class Genotype:
     cell: tuple[str, str, str] | None = None
     cells: tuple[tuple[str, str, str], ...] | None = None
     rgb_range: float = 1.0
+    skip: str = "none"
     version: int = VERSION
     space: str = "dlsr"
 
@@ -97,6 +104,8 @@ class Genotype:
             d["cells"] = [list(c) for c in self.cells]
         d["inputs"] = [list(p) for p in self.inputs]
         d["rgb_range"] = int(self.rgb_range) if self.rgb_range.is_integer() else self.rgb_range
+        if self.version >= 2:
+            d["skip"] = self.skip
         return d
 
 
@@ -134,8 +143,19 @@ def _check(raw: Any, source: str) -> dict[str, Any]:
         raise ValueError(f"{source}: cell/cells: give a shared 'cell' or per-cell 'cells', {problem}")
 
     version = raw["version"]
-    if not _is_int(version) or version != VERSION:
-        fail("version", version, f"unsupported genotype version; this srnas reads version {VERSION}")
+    if not _is_int(version) or version not in VERSIONS:
+        fail("version", version, f"unsupported genotype version; this srnas reads versions "
+                                 f"{', '.join(map(str, VERSIONS))}")
+    if version == 1:
+        skip = raw.get("skip", "none")
+        if skip != "none":
+            fail("skip", skip, "version 1 genotypes have no image-space skip; write version: 2 to use one")
+    elif "skip" not in raw:
+        raise ValueError(f"{source}: missing key 'skip' (version 2 genotypes give it: {', '.join(SKIPS)})")
+    else:
+        skip = raw["skip"]
+    if not isinstance(skip, str) or skip not in SKIPS:
+        fail("skip", skip, f"unknown image-space skip; known: {', '.join(SKIPS)}")
     space = raw["space"]
     if not isinstance(space, str) or space not in SPACES:
         fail("space", space, f"unsupported search space; known: {', '.join(SPACES)}")
@@ -200,7 +220,7 @@ def _check(raw: Any, source: str) -> dict[str, Any]:
         pairs.append((pair[0], pair[1]))
 
     return dict(version=version, space=space, scale=scale, channels=channels, num_cells=n, ops=tuple(op_set),
-                cell=cell, cells=cells, inputs=tuple(pairs), rgb_range=float(rgb_range))
+                cell=cell, cells=cells, inputs=tuple(pairs), rgb_range=float(rgb_range), skip=skip)
 
 
 def validate(raw: Any, source: str = "genotype") -> Genotype:
@@ -219,10 +239,7 @@ def list_genotypes() -> list[str]:
 
 def parse_genotype(text: str, source: str = "genotype") -> Genotype:
     """Parse genotype YAML text; any problem is a one-line ValueError starting with `source`."""
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as e:
-        raise ValueError(f"{source}: not valid YAML: {' '.join(str(e).split())}") from None
+    raw = safe_load(text, source)  # srcore.yamlio: alias bombs and recursive aliases are refused
     return validate(raw, source)
 
 

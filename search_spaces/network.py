@@ -6,8 +6,11 @@ Layout (DLSR's network level, an RFDN backbone with searched cell links):
     takes a 1x1 conv + LeakyReLU(0.05) (`c{k}`) over the concat of the two earlier cells the genotype
     names (in the genotype's order);
   * tail: concat of all N cell outputs -> 1x1 conv + LeakyReLU (`cout`) -> 3x3 conv (`LR_conv`) plus a
-    global residual from the head -> conv + pixel shuffle to RGB at `scale`x (`upsampler`).
-State-dict keys match DLSR's code, so its published checkpoints load strictly.
+    global residual from the head -> conv + pixel shuffle to RGB at `scale`x (`upsampler`);
+  * image-space skip (`genotype.skip`, srcore/skip.py): none (DLSR), the nearest anchor added before the
+    shuffle, or the bicubic upscaled input added after it; with a skip the upsampler's conv starts at zero,
+    so the untrained network outputs its skip.
+State-dict keys match DLSR's code, so its published checkpoints load strictly (the skip has no weights).
 
 Like the zoo models, the network takes and returns RGB in [0,1]; it multiplies by `genotype.rgb_range`
 on the way in and divides on the way out, so weights trained on [0,255] work unchanged.
@@ -20,8 +23,10 @@ import torch
 from torch import nn
 
 from search_spaces.cell import NEG_SLOPE, DistillationCell
-from search_spaces.genotype import Genotype, load_genotype
+from search_spaces.genotype import Genotype, load_genotype, validate
 from srcore.layers import conv, pixelshuffle_upsampler
+from srcore.registry import register_builder
+from srcore.skip import ImageSkip, zero_init
 
 
 def conv1x1_lrelu(in_ch: int, out_ch: int) -> nn.Sequential:
@@ -46,6 +51,9 @@ class DLSRNet(nn.Module):
         self.cout = conv1x1_lrelu(n * c, c)
         self.LR_conv = conv(c, c, 3)
         self.upsampler = pixelshuffle_upsampler(c, 3, genotype.scale)
+        self.skip = ImageSkip(genotype.skip, genotype.scale)
+        if genotype.skip != "none":
+            zero_init(self.upsampler[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         g = self.genotype
@@ -61,7 +69,7 @@ class DLSRNet(nn.Module):
                 h = getattr(self, f"c{k}")(torch.cat([outs[a - 1], outs[b - 1]], dim=1))
             outs.append(getattr(self, f"B{k}")(h))
         lr = self.LR_conv(self.cout(torch.cat(outs, dim=1))) + fea
-        return self.upsampler(lr) / self.rgb_range
+        return self.skip(x, self.upsampler[0](lr) / self.rgb_range)
 
 
 def build_network(genotype: Genotype | str | Path) -> DLSRNet:
@@ -69,3 +77,9 @@ def build_network(genotype: Genotype | str | Path) -> DLSRNet:
     if not isinstance(genotype, Genotype):
         genotype = load_genotype(genotype)
     return DLSRNet(genotype)
+
+
+@register_builder("genotype")
+def build_from_spec(spec: dict) -> DLSRNet:
+    """The network of a checkpoint spec `{"genotype": mapping}` (srcore.modelspec.build_model)."""
+    return DLSRNet(validate(spec["genotype"], "checkpoint spec.genotype"))

@@ -12,17 +12,21 @@ published checkpoints load into cells built from this registry.
 
 Extras, not in DLSR's search:
 * `identity`: the stage passes its input through (the cell's residual add then doubles it).
-* `rep_conv_3x3`, `rep_conv_5x5`: a structurally reparameterizable block (RepVGG/ECB/RRRB idea, without
-  BatchNorm): kxk conv + 1x1 conv + identity, summed. Trained multi-branch, it `fuse()`s into one plain
-  kxk convolution for deployment, at no cost in accuracy.
+* Re-parameterizable blocks (`compress/blocks.py`), trained multi-branch and fused exactly into one plain
+  kxk convolution for deployment by `compress.reparam.reparameterize(model)`:
+  `rep_conv_3x3`, `rep_conv_5x5` (RepVGG without BatchNorm: kxk conv + 1x1 conv + identity),
+  `ecb_3x3` (ECBSR's edge-oriented block: 3x3, 1x1-expand-3x3, 1x1-Sobel-x/y, 1x1-Laplacian; expansion 2,
+  no identity branch, since the cell adds the op's input back), `rrrb_3x3` (FMEN's residual-in-residual
+  block, expansion 2) and `conv3xc_3x3` (SPAN's Conv3XC, expansion 2). All of them carry biases.
 """
 from __future__ import annotations
 
 from collections.abc import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from compress.blocks import ECB, RRRB, Conv3XC, RepConv
 
 
 class Conv(nn.Module):
@@ -86,40 +90,6 @@ class Identity(nn.Module):
         return x
 
 
-class RepConv(nn.Module):
-    """Reparameterizable kxk conv: kxk conv + 1x1 conv + identity, all linear, summed (with biases).
-
-    Training sees three branches (easier optimisation, as in RepVGG / ECB / RRRB); `fuse()` folds them
-    into one kxk `nn.Conv2d` that computes exactly the same function, so the deployed network pays only
-    for a single conv. The 1x1 kernel sits at the centre of the kxk kernel; the identity is a centre 1 on
-    the diagonal (channel i -> channel i).
-    """
-
-    def __init__(self, channels: int, kernel_size: int):
-        super().__init__()
-        self.channels = channels
-        self.kernel_size = kernel_size
-        self.conv_kxk = nn.Conv2d(channels, channels, kernel_size, padding=kernel_size // 2)
-        self.conv_1x1 = nn.Conv2d(channels, channels, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_kxk(x) + self.conv_1x1(x) + x
-
-    @torch.no_grad()
-    def fuse(self) -> nn.Conv2d:
-        """One plain kxk conv (same device and dtype) equal to the three-branch sum."""
-        k, c = self.kernel_size, self.channels
-        weight = self.conv_kxk.weight.detach().clone()
-        centre = k // 2
-        weight += F.pad(self.conv_1x1.weight, (centre, centre, centre, centre))  # 1x1 at the kxk centre
-        weight[torch.arange(c), torch.arange(c), centre, centre] += 1.0
-        bias = self.conv_kxk.bias.detach() + self.conv_1x1.bias.detach()
-        fused = nn.Conv2d(c, c, k, padding=centre).to(device=weight.device, dtype=weight.dtype)
-        fused.weight.copy_(weight)
-        fused.bias.copy_(bias)
-        return fused
-
-
 OPS: dict[str, Callable[[int], nn.Module]] = {
     "identity": lambda C: Identity(),
     "conv_1x1": lambda C: Conv(C, 1),
@@ -133,6 +103,9 @@ OPS: dict[str, Callable[[int], nn.Module]] = {
     "dil_conv_5x5": lambda C: DilConv(C, 5),
     "rep_conv_3x3": lambda C: RepConv(C, 3),
     "rep_conv_5x5": lambda C: RepConv(C, 5),
+    "ecb_3x3": lambda C: ECB(C, C, depth_multiplier=2.0, with_idt=False),
+    "rrrb_3x3": lambda C: RRRB(C, ratio=2),
+    "conv3xc_3x3": lambda C: Conv3XC(C, C, gain=2),
 }
 
 # The nine candidates DLSR's cell-level search chooses from (its default op set).

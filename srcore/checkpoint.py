@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from .paths import describe, expand
+
 _NESTING_KEYS = ("params_ema", "params", "state_dict", "model", "net", "network")
 
 
@@ -41,10 +43,12 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 def load_file(path: str | os.PathLike) -> Any:
-    """torch.load with weights_only=True on CPU; a one-line error naming the file on failure."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint file")
+    """torch.load with weights_only=True on CPU; a one-line error naming the file on failure.
+
+    `$SRNAS_SHARED/...` paths are expanded (srcore.paths)."""
+    if not Path(expand(path)).is_file():
+        raise CheckpointError(f"{describe(path)}: no such checkpoint file")
+    path = Path(expand(path))
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
@@ -101,7 +105,19 @@ def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source
         if shapes:
             parts.append(f"{len(shapes)} wrong shape (file vs model): {short(shapes)}")
         raise CheckpointError(f"{source} does not fit {type(model).__name__}: " + "; ".join(parts))
+    check_finite(state_dict, source)
     model.load_state_dict(state_dict, strict=True)
+
+
+def check_finite(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
+    """Raise CheckpointError naming the first tensor (in file order) that holds NaN or Inf values."""
+    for key, t in state_dict.items():
+        if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
+            bad = ~torch.isfinite(t)
+            if bool(bad.any()):
+                n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
+                raise CheckpointError(f"{source}: tensor {key} {tuple(t.shape)} holds {n_nan} NaN and {n_inf} Inf "
+                                      f"values of {t.numel()}; the weights are corrupt (not loaded)")
 
 
 # --- srnas's own checkpoints -------------------------------------------------------------------------

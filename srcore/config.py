@@ -1,6 +1,8 @@
-"""Typed experiment configs: YAML (yaml.safe_load) into nested dataclasses, with strict checking.
+"""Typed experiment configs: YAML (`srcore.yamlio.safe_load`) into nested dataclasses, with strict checking.
 
-* Unknown keys are errors naming the file and the dotted key; so are values of the wrong type.
+* Unknown keys are errors naming the file and the dotted key; so are values of the wrong type, and
+  non-finite numbers (`.nan`, `.inf`). Ranges are checked by each dataclass's `__post_init__`
+  (`check_min`, `check_range` here), so a config object is always usable.
 * `--set a.b=value` overrides are applied to the loaded mapping before it is typed; the value is parsed
   as YAML (`--set train.lr=3e-4`, `--set data.scales=[2,4]`, `--set model.genotype=null`).
 * Nothing is mutated in place: `load_config` builds a new object; `to_dict` gives a plain mapping to store
@@ -9,13 +11,14 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
-import yaml
+from .yamlio import YAMLLoadError, safe_load
 
 T = TypeVar("T")
 
@@ -29,6 +32,27 @@ def _type_name(tp: Any) -> str:
 
 
 _YAML11_FLOAT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
+
+
+def _short(value: Any) -> str:
+    """A one-line repr of a value for error messages, cut to 60 characters."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def check_min(section: str, obj: Any, **minimum: float) -> None:
+    """Raise ConfigError `section.key = value: must be >= m` for each field below its minimum (None skips)."""
+    for key, lo in minimum.items():
+        v = getattr(obj, key)
+        if v is not None and v < lo:
+            raise ConfigError(f"{section}.{key} = {v!r}: must be >= {lo}")
+
+
+def check_range(section: str, obj: Any, key: str, lo: float, hi: float, *, hi_open: bool = False) -> None:
+    """Raise ConfigError unless lo <= obj.key <= hi (or < hi with hi_open)."""
+    v = getattr(obj, key)
+    if v is not None and not (lo <= v < hi if hi_open else lo <= v <= hi):
+        raise ConfigError(f"{section}.{key} = {v!r}: must be in [{lo}, {hi}{')' if hi_open else ']'}")
 
 
 def _coerce(tp: Any, value: Any, where: str) -> Any:
@@ -47,7 +71,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
             except ConfigError as e:
                 errors.append(str(e))
         raise ConfigError(errors[0] if len(errors) == 1 else
-                          f"{where}: {value!r} is none of {', '.join(_type_name(a) for a in args)}")
+                          f"{where}: {_short(value)} is none of {', '.join(_type_name(a) for a in args)}")
     if tp is Any:
         return value
     if dataclasses.is_dataclass(tp):
@@ -56,7 +80,7 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return _build(tp, value, where)
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_short(value)}")
         args = typing.get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:
             if len(args) != len(value):
@@ -67,29 +91,35 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{where}: expected a mapping, got {_short(value)}")
         return dict(value)
     if tp is float:
         if isinstance(value, str) and _YAML11_FLOAT.fullmatch(value.strip()):
-            return float(value)  # PyYAML (YAML 1.1) reads 3e-4 / 1E5 (no dot) as strings
+            value = float(value)  # PyYAML (YAML 1.1) reads 3e-4 / 1E5 (no dot) as strings
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{where}: expected a number, got {value!r}")
-        return float(value)
+            raise ConfigError(f"{where}: expected a number, got {_short(value)}")
+        try:
+            value = float(value)
+        except OverflowError:
+            raise ConfigError(f"{where}: {_short(value)} is too large for a number") from None
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: expected a finite number, got {value}")
+        return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
+            raise ConfigError(f"{where}: expected an integer, got {_short(value)}")
         return value
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {_short(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {_short(value)}")
         return value
     if typing.get_origin(tp) is typing.Literal:
         if value not in typing.get_args(tp):
-            raise ConfigError(f"{where}: expected one of {list(typing.get_args(tp))}, got {value!r}")
+            raise ConfigError(f"{where}: expected one of {list(typing.get_args(tp))}, got {_short(value)}")
         return value
     raise ConfigError(f"{where}: unsupported annotation {tp!r}")
 
@@ -113,7 +143,17 @@ def _build(cls: type[T], data: dict, where: str) -> T:
     try:
         return cls(**kwargs)
     except (TypeError, ValueError) as e:
-        raise ConfigError(f"{where} {e}") from None
+        raise ConfigError(_located(where, str(e))) from None
+
+
+def _located(where: str, msg: str) -> str:
+    """Prefix a dataclass's own message with the file and section: 'f.yaml:data' + 'data.x = 0: ...' gives
+    'f.yaml:data.x = 0: ...' (the section is not repeated); other messages are appended after a space."""
+    head, _, path = where.rpartition(":")
+    name = re.sub(r"\[\d+\]$", "", path.rsplit(".", 1)[-1])
+    if name and msg.startswith((name + ".", name + "[", name + ":")):
+        return f"{head}:{path}{msg[len(name):]}"
+    return f"{where} {msg}"
 
 
 def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
@@ -126,9 +166,9 @@ def apply_overrides(data: dict, overrides: list[str] | tuple[str, ...]) -> dict:
             raise ConfigError(f"--set {item!r}: expected key.path=value")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError as e:
-            raise ConfigError(f"--set {key}: value {raw!r} is not valid YAML ({e})") from None
+            value = safe_load(raw, f"--set {key}") if raw != "" else ""
+        except YAMLLoadError as e:
+            raise ConfigError(str(e)) from None
         node = out
         parts = key.strip().split(".")
         for p in parts[:-1]:
@@ -178,11 +218,13 @@ def load_config(cls: type[T], config: str | Path, overrides: list[str] | tuple[s
     """Read a YAML file (or preset name), apply `--set` overrides, and type it into `cls`."""
     path = resolve_preset(config, preset_dir) if preset_dir is not None else Path(config)
     try:
-        data = yaml.safe_load(path.read_text())
+        data = safe_load(path.read_text(encoding="utf-8"), str(path))
     except OSError as e:
         raise ConfigError(f"{path}: cannot read config ({e.strerror})") from None
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML ({str(e).splitlines()[0]})") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({e.reason} at byte {e.start})") from None
+    except YAMLLoadError as e:
+        raise ConfigError(str(e)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

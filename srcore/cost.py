@@ -22,6 +22,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_params(model: nn.Module) -> int:
+    """Parameters (not buffers); reads the model only (its mode and device are left as they are)."""
     return sum(p.numel() for p in model.parameters())
 
 
@@ -121,11 +122,21 @@ def measure_cost(model: nn.Module, input_shape: tuple[int, ...] = (1, 3, 256, 25
                  device: str | torch.device = "cpu") -> Cost:
     """Params, MACs, FLOPs, activations and peak memory for one LR input of `input_shape`.
 
-    The NTIRE efficient-SR challenge reports these for a 256x256 LR input (x4: a 1024x1024 output).
+    The NTIRE efficient-SR challenge reports these for a 256x256 LR input (x4: a 1024x1024 output). The
+    model is measured in eval mode on `device` and handed back in the modes and on the device it came in.
     """
-    model = model.to(device).eval()
-    x = torch.rand(*input_shape, device=device)
-    f = count_flops(model, x)
-    a = count_activations(model, x)
-    return Cost(count_params(model), f["macs"], f["flops"], a["activations"], a["conv_layers"],
-                peak_memory(model, x), tuple(input_shape))
+    modes = [(m, m.training) for m in model.modules()]
+    tensors = list(model.parameters()) or list(model.buffers())
+    home = tensors[0].device if tensors else None
+    try:
+        model.to(device).eval()
+        x = torch.rand(*input_shape, device=device)
+        f = count_flops(model, x)
+        a = count_activations(model, x)
+        return Cost(count_params(model), f["macs"], f["flops"], a["activations"], a["conv_layers"],
+                    peak_memory(model, x), tuple(input_shape))
+    finally:
+        for m, training in modes:
+            m.training = training
+        if home is not None:
+            model.to(home)

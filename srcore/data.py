@@ -8,11 +8,13 @@ Folder layouts understood (`find_layout`), for scale s:
   (`imresize(modcrop(HR, s), 1/s)`) and cached in memory.
 * `builtin` (evaluation) / `builtin:train`, `builtin:val`: scikit-image's bundled photographs, the
   embedded default that needs no download (`BUILTIN_SPLITS` fixes the split).
+A folder may start with `${SRNAS_SHARED}` (srcore/paths.py), e.g. `${SRNAS_SHARED}/data/Set5`.
 
 Images are named `lq` (low quality input), `gt` (ground truth) and `sr` (network output), as BasicSR.
 """
 from __future__ import annotations
 
+import copy
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -23,7 +25,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .imageio import is_image_file, read_image, to_8bit, to_tensor
-from .imresize import bicubic_degrade, modcrop
+from .imresize import ImageTooLarge, bicubic_degrade, modcrop
+from .paths import describe, expand
 
 SCALES = (2, 3, 4)
 
@@ -78,9 +81,9 @@ class Layout:
 
 
 def find_layout(root: str | os.PathLike, scale: int) -> Layout:
-    root = Path(root)
-    if not root.is_dir():
-        raise DataError(f"{root}: no such dataset folder")
+    if not Path(expand(root)).is_dir():
+        raise DataError(f"{describe(root)}: no such dataset folder")
+    root = Path(expand(root))
     sx = f"X{scale}"
     if (root / "HR").is_dir():
         lr = root / "LR_bicubic" / sx
@@ -121,6 +124,7 @@ class Sample:
     name: str
     gt: np.ndarray  # uint8 (H, W[, 3]), modcropped to s * LR size
     lq: np.ndarray  # uint8 (H/s, W/s[, 3])
+    source: str = ""  # the HR file (or builtin:<name>), for error messages
 
 
 class BenchmarkSet:
@@ -140,7 +144,7 @@ class BenchmarkSet:
             return
         self._builtin = None
         layout = find_layout(root, scale)
-        self.name = name or Path(root).resolve().name
+        self.name = name or layout.root.resolve().name
         hrs = _images_in(layout.hr_dir)
         if not hrs:
             raise DataError(f"{layout.hr_dir}: no images")
@@ -149,29 +153,60 @@ class BenchmarkSet:
     def __len__(self) -> int:
         return len(self.items)
 
+    def _subset(self, keep: slice) -> BenchmarkSet:
+        sub = copy.copy(self)
+        sub.items = self.items[keep]
+        if self._builtin is not None:
+            sub._builtin = self._builtin[keep]
+        return sub
+
+    def head(self, n: int) -> BenchmarkSet:
+        """The same set with its first `n` images only."""
+        return self._subset(slice(0, n))
+
+    def shard(self, rank: int, world: int) -> BenchmarkSet:
+        """Images rank, rank + world, ... (one process's share when `world` processes score the set)."""
+        return self._subset(slice(rank, None, world))
+
     def __iter__(self) -> Iterator[Sample]:
         for i, (stem, hr_path, lr_path) in enumerate(self.items):
             if self._builtin is not None:
                 hr = self._builtin[i][1]
-                yield Sample(stem, modcrop(hr, self.scale), bicubic_degrade(hr, self.scale))
+                yield Sample(stem, modcrop(hr, self.scale), bicubic_degrade(hr, self.scale), f"builtin:{stem}")
                 continue
             hr = to_8bit(read_image(hr_path))
+            h, w = hr.shape[:2]
+            if min(h, w) < self.scale:
+                raise DataError(f"{hr_path}: image {w}x{h} is smaller than the scale x{self.scale} "
+                                f"(no LR pixel left)")
             if lr_path is None:
-                yield Sample(stem, modcrop(hr, self.scale), bicubic_degrade(hr, self.scale))
+                yield Sample(stem, modcrop(hr, self.scale), _degrade(hr, self.scale, hr_path), str(hr_path))
             else:
                 lq = to_8bit(read_image(lr_path))
-                yield Sample(stem, check_pair(hr, lq, self.scale, str(hr_path), str(lr_path)), lq)
+                yield Sample(stem, check_pair(hr, lq, self.scale, str(hr_path), str(lr_path)), lq, str(hr_path))
 
 
-def _load_train_images(source: str | os.PathLike) -> list[tuple[str, np.ndarray]]:
+def _degrade(hr: np.ndarray, scale: int, path: Path | str) -> np.ndarray:
+    """bicubic_degrade, with an image beyond imresize's pixel bound reported against its file."""
+    try:
+        return bicubic_degrade(hr, scale)
+    except ImageTooLarge as e:
+        raise DataError(f"{path}: {e}") from None
+
+
+def _load_train_images(source: str | os.PathLike | list | tuple) -> list[tuple[str, np.ndarray]]:
+    if isinstance(source, (list, tuple)):  # several folders, e.g. T91 + BSD200 ("291")
+        if not source:
+            raise DataError("no training folder given (an empty list)")
+        return [item for one in source for item in _load_train_images(one)]
     s = str(source)
     if s.startswith("builtin"):
         return builtin_images(s.split(":", 1)[1] if ":" in s else "train")
-    folder = Path(source)
+    folder = Path(expand(source))
     if (folder / "HR").is_dir():
         folder = folder / "HR"
     if not folder.is_dir():
-        raise DataError(f"{folder}: no such training folder")
+        raise DataError(f"{describe(source)}: no such training folder")
     files = _images_in(folder)
     if not files:
         raise DataError(f"{folder}: no images")
@@ -181,13 +216,14 @@ def _load_train_images(source: str | os.PathLike) -> list[tuple[str, np.ndarray]
 class PatchDataset(Dataset):
     """Random aligned (lq, gt) patches for training.
 
-    HR images come from a folder (or `builtin:train`); LR is MATLAB bicubic of the modcropped HR, made
-    once and kept in memory. Item i takes image i % N and a patch position and augmentation (h/v flip,
-    rot90) drawn from a generator seeded by (seed, epoch, i), so a given (seed, epoch) gives the same
-    patches whatever the worker count or process rank; call `set_epoch` each epoch.
+    HR images come from a folder (or `builtin:train`), or a list of them; LR is MATLAB bicubic of the
+    modcropped HR, made once and kept in memory. Item i takes image i % N and a patch position and
+    augmentation (h/v flip, rot90) drawn from a generator seeded by (seed, epoch, i), so a given
+    (seed, epoch) gives the same patches whatever the worker count or process rank; call `set_epoch`
+    each epoch.
     """
 
-    def __init__(self, source: str | os.PathLike, scale: int, gt_size: int, *, augment: bool = True,
+    def __init__(self, source: str | os.PathLike | list, scale: int, gt_size: int, *, augment: bool = True,
                  repeat: int = 1, seed: int = 0):
         self.scale = check_scale(scale)
         if gt_size % scale:
@@ -202,7 +238,7 @@ class PatchDataset(Dataset):
             if hr.ndim == 2:
                 hr = np.repeat(hr[:, :, None], 3, axis=2)
             hr = modcrop(hr, scale)
-            self.images.append((hr, bicubic_degrade(hr, scale)))
+            self.images.append((hr, _degrade(hr, scale, name)))
             self.names.append(name)
 
     def set_epoch(self, epoch: int) -> None:

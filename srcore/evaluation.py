@@ -1,6 +1,8 @@
 """Running a network over a benchmark set and scoring it as the SR literature does.
 
-* The whole LR image goes through the network in one pass (or in overlapping tiles with `tile`).
+* The whole LR image goes through the network in one pass, or with `tile` in overlapping windows blended
+  into one image (`srcore.tiling`: exact for plain convolutional networks whose receptive field fits the
+  discarded margin; close, not exact, for networks with wider context such as ESA).
 * `self_ensemble` averages the 8 dihedral transforms (EDSR's "+" results).
 * Gray images (Set14's `bridge`): the gray LR is fed as three equal channels. gray="luma" (default) turns
   the SR output back to gray with BT.601 luma (0.299 R + 0.587 G + 0.114 B) and scores gray values, as the
@@ -21,34 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data import BenchmarkSet, Sample
+from .data import BenchmarkSet, DataError, Sample
 from .imageio import to_tensor
 from .imresize import imresize, modcrop
-from .metrics import psnr, rgb_to_y, ssim, to_uint8
+from .layers import min_input_size
+from .metrics import SSIM_WINDOW, psnr, rgb_to_y, ssim, to_uint8
+from .tiling import forward_tiled
 
 _LUMA = torch.tensor([0.299, 0.587, 0.114], dtype=torch.float64)
-
-
-@torch.no_grad()
-def forward_tiled(model: nn.Module, x: torch.Tensor, scale: int, tile: int, overlap: int = 16) -> torch.Tensor:
-    """Run `model` on (1, C, H, W) `x` in tile x tile LR windows that overlap by `overlap` pixels on each
-    side; each window's centre is kept, so border effects stay inside the discarded margin."""
-    _, _, h, w = x.shape
-    if tile <= 0 or (h <= tile and w <= tile):
-        return model(x)
-    out = None
-    for y0 in range(0, h, tile):
-        for x0 in range(0, w, tile):
-            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            py0, px0 = max(y0 - overlap, 0), max(x0 - overlap, 0)
-            py1, px1 = min(y1 + overlap, h), min(x1 + overlap, w)
-            sr = model(x[:, :, py0:py1, px0:px1])
-            if out is None:
-                out = sr.new_zeros(1, sr.shape[1], h * scale, w * scale)
-            oy, ox = (y0 - py0) * scale, (x0 - px0) * scale
-            out[:, :, y0 * scale:y1 * scale, x0 * scale:x1 * scale] = \
-                sr[:, :, oy:oy + (y1 - y0) * scale, ox:ox + (x1 - x0) * scale]
-    return out
 
 
 def _dihedral(t: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
@@ -63,13 +45,17 @@ def _dihedral(t: torch.Tensor, k: int, inverse: bool = False) -> torch.Tensor:
 
 @torch.no_grad()
 def super_resolve(model: nn.Module, lq: torch.Tensor, scale: int, *, self_ensemble: bool = False,
-                  tile: int = 0, overlap: int = 16) -> torch.Tensor:
-    """(1, 3, h, w) in [0, 1] -> (1, 3, s*h, s*w), optionally x8 self-ensembled and/or tiled."""
+                  tile: int = 0, overlap: int = 32,
+                  on_window: Callable[[int, int], None] | None = None) -> torch.Tensor:
+    """(1, 3, h, w) in [0, 1] -> (1, 3, s*h, s*w), optionally x8 self-ensembled and/or tiled.
+
+    `on_window(done, total)` is called after each forward pass (of one tile of one transform)."""
     if not self_ensemble:
-        return forward_tiled(model, lq, scale, tile, overlap)
+        return forward_tiled(model, lq, scale, tile, overlap, on_window)
     acc = None
     for k in range(8):
-        sr = _dihedral(forward_tiled(model, _dihedral(lq, k), scale, tile, overlap), k, inverse=True)
+        tick = None if on_window is None else (lambda d, n, k=k: on_window(k * n + d, 8 * n))
+        sr = _dihedral(forward_tiled(model, _dihedral(lq, k), scale, tile, overlap, tick), k, inverse=True)
         acc = sr if acc is None else acc + sr
     return acc / 8
 
@@ -113,7 +99,7 @@ def summarize(dataset: str, scale: int, rows: list[dict]) -> SetResult:
 
 
 def evaluate_model(model: nn.Module, dataset: BenchmarkSet, *, device: str | torch.device = "cpu",
-                   self_ensemble: bool = False, tile: int = 0, overlap: int = 16, round_y: bool = False,
+                   self_ensemble: bool = False, tile: int = 0, overlap: int = 32, round_y: bool = False,
                    gray_mode: str = "luma", on_image: Callable[[Sample, np.ndarray], None] | None = None,
                    progress: Callable[[Iterable], Iterable] | None = None) -> SetResult:
     """Score `model` (RGB [0,1] in and out) on every image of `dataset`.
@@ -122,17 +108,49 @@ def evaluate_model(model: nn.Module, dataset: BenchmarkSet, *, device: str | tor
     """
     _check_gray_mode(gray_mode)
     model.eval()
+    min_lr = min_input_size(model)
+    if 0 < tile < min_lr:
+        raise ValueError(f"tile {tile} is smaller than the network's minimum input {min_lr}x{min_lr} "
+                         f"(use 0 for whole images, or >= {min_lr})")
     rows = []
     it: Iterable[Sample] = progress(dataset) if progress else dataset
     for sample in it:
+        check_sample_size(sample, dataset.scale, min_lr)
         gt = _gray_as(sample.gt, gray_mode)
         lq = to_tensor(sample.lq, channels=3)[None].to(device)
-        sr = sr_to_uint8(super_resolve(model, lq, dataset.scale, self_ensemble=self_ensemble,
-                                       tile=tile, overlap=overlap), gt.ndim == 2)
+        out = super_resolve(model, lq, dataset.scale, self_ensemble=self_ensemble, tile=tile, overlap=overlap)
+        check_finite_output(out, sample)
+        sr = sr_to_uint8(out, gt.ndim == 2)
         if on_image:
             on_image(sample, sr)
         rows.append(score(sr, gt, dataset.scale, sample.name, round_y))
     return summarize(dataset.name, dataset.scale, rows)
+
+
+class NonFiniteOutput(ValueError):
+    """The network produced NaN or Inf: its score would be meaningless."""
+
+
+def check_finite_output(sr: torch.Tensor, sample: Sample) -> None:
+    """Raise NonFiniteOutput naming the image when the network output holds NaN or Inf."""
+    bad = ~torch.isfinite(sr)
+    if bool(bad.any()):
+        n_nan, n_inf = int(torch.isnan(sr).sum()), int(torch.isinf(sr).sum())
+        raise NonFiniteOutput(f"{sample.source or sample.name}: the network output has {n_nan} NaN and {n_inf} Inf "
+                              f"values of {sr.numel()}; not scored (are the weights corrupt?)")
+
+
+def check_sample_size(sample: Sample, scale: int, min_lr: int = 1) -> None:
+    """An image must leave an SSIM window after the border crop, and its LR must fit the network."""
+    h, w = sample.gt.shape[:2]
+    need_hr = 2 * scale + SSIM_WINDOW
+    lh, lw = sample.lq.shape[:2]
+    if min(h, w) < need_hr or min(lh, lw) < min_lr:
+        need = max(need_hr, min_lr * scale)
+        raise DataError(f"{sample.source or sample.name}: image {w}x{h} (LR {lw}x{lh}) is too small to score at "
+                        f"x{scale}: at least {need}x{need} is needed (crop_border {scale} on each side, the "
+                        f"{SSIM_WINDOW}x{SSIM_WINDOW} SSIM window" + (f", the network's {min_lr}x{min_lr} minimum "
+                                                                       "input)" if min_lr > 1 else ")"))
 
 
 def _check_gray_mode(gray_mode: str) -> None:
@@ -162,6 +180,7 @@ def evaluate_bicubic(dataset: BenchmarkSet, *, source: str = "hr-y", round_y: bo
     s = dataset.scale
     rows = []
     for sample in dataset:
+        check_sample_size(sample, s)
         gt = _gray_as(sample.gt, gray_mode)
         if source == "lr":
             sr = bicubic_upsample(_gray_as(sample.lq, gray_mode), s)

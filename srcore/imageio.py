@@ -3,8 +3,10 @@
 `read_image` returns the file's pixels as a numpy array in its native integer type (uint8 or uint16),
 (H, W) for gray and (H, W, 3) for colour, so the MATLAB degradation can run on the exact 8-bit values.
 `to_tensor` turns such an array into a float32 (C, H, W) tensor in [0, 1]. An alpha channel is dropped
-with a warning; palette images are expanded by the decoder. Decoding and encoding go through OpenCV
-(as in BasicSR), which keeps 16-bit colour PNG/TIFF values that Pillow would truncate to 8 bits.
+with a warning (or kept, with `keep_alpha=True`: (H, W, 2) gray + alpha, (H, W, 4) RGBA); palette images
+are expanded by the decoder. `write_image` writes any of these layouts in the format its extension names.
+Decoding and encoding go through OpenCV (as in BasicSR), which keeps 16-bit colour PNG/TIFF values that
+Pillow would truncate to 8 bits.
 """
 from __future__ import annotations
 
@@ -34,8 +36,21 @@ def _png_colour_type(data: np.ndarray) -> int | None:
     return None
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an 8- or 16-bit gray/RGB/RGBA image as uint8/uint16 (H, W) or (H, W, 3)."""
+def check_image_header(path: str | os.PathLike) -> None:
+    """A cheap check (file signature only, no decoding) that `path` is an image the decoder reads; one-line
+    ImageReadError otherwise. Lets a batch tool reject a bad file before it processes the others."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such image file")
+    if not cv2.haveImageReader(str(path)):
+        raise ImageReadError(f"{path}: unreadable image (not a PNG/JPEG/BMP/TIFF file the decoder understands)")
+
+
+def read_image(path: str | os.PathLike, keep_alpha: bool = False) -> np.ndarray:
+    """Read an 8- or 16-bit gray/RGB/RGBA image as uint8/uint16 (H, W) or (H, W, 3).
+
+    keep_alpha=True keeps an alpha channel: gray + alpha as (H, W, 2), RGBA as (H, W, 4).
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"{path}: no such image file")
@@ -59,6 +74,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
         raise ImageReadError(f"{path}: unsupported pixel type {img.dtype} (expected 8- or 16-bit integers)")
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
+    if keep_alpha and img.ndim == 3 and img.shape[2] in (2, 4):
+        return np.ascontiguousarray(img)
     if img.ndim == 3 and img.shape[2] == 2:  # gray + alpha
         warnings.warn(f"{path}: dropping the alpha channel", stacklevel=2)
         img = img[:, :, 0]
@@ -114,3 +131,47 @@ def write_png(path: str | os.PathLike, img: np.ndarray) -> None:
     if not ok:
         raise ValueError(f"write_png: could not encode {path}")
     buf.tofile(path)
+
+
+WRITE_EXTENSIONS = (".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+_EIGHT_BIT_ONLY = (".jpg", ".jpeg", ".bmp")
+
+
+def write_image(path: str | os.PathLike, img: np.ndarray, jpeg_quality: int = 95) -> None:
+    """Write a uint8/uint16 (H, W), (H, W, 2), (H, W, 3) or (H, W, 4) image in the format of its extension.
+
+    PNG and TIFF keep 16 bits; JPEG and BMP hold 8 bits, so 16-bit pixels are rounded to 8 (`to_8bit`).
+    JPEG has no alpha: it is dropped with a warning. Gray + alpha is written as RGBA with three equal colour
+    channels (OpenCV has no 2-channel encoder). The file appears atomically (temp file + rename).
+    """
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in WRITE_EXTENSIONS:
+        raise ValueError(f"{path}: cannot write '{ext}' images (expected one of {', '.join(WRITE_EXTENSIONS)})")
+    if img.dtype not in (np.uint8, np.uint16):
+        raise ValueError(f"write_image: expected uint8 or uint16 pixels for {path}, got {img.dtype}")
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (1, 2, 3, 4))):
+        raise ValueError(f"write_image: expected an (H, W) or (H, W, 1..4) image for {path}, got shape {img.shape}")
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 3 and img.shape[2] == 2:
+        img = img[:, :, [0, 0, 0, 1]]
+    if ext in _EIGHT_BIT_ONLY:
+        img = to_8bit(img)
+    if ext in (".jpg", ".jpeg") and img.ndim == 3 and img.shape[2] == 4:
+        warnings.warn(f"{path}: JPEG has no alpha channel; dropping it", stacklevel=2)
+        img = img[:, :, :3]
+    if img.ndim == 3:  # OpenCV expects BGR(A)
+        img = img[:, :, [2, 1, 0, 3][:img.shape[2]]]
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(jpeg_quality)] if ext in (".jpg", ".jpeg") else []
+    ok, buf = cv2.imencode(ext, np.ascontiguousarray(img), params)
+    if not ok:
+        raise ValueError(f"write_image: could not encode {path}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        buf.tofile(tmp)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()

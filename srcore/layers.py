@@ -22,7 +22,11 @@ class ESA(nn.Module):
     """Enhanced spatial attention (Liu et al., RFANet, CVPR 2020) as used in RFDN and RLFN.
 
     full=True is RFDN's version (with `conv_max` and `conv3_`); full=False is RLFN's reduced one.
+    Its stride-2 3x3 conv (no padding) and 7x7 max-pool (stride 3) need inputs of at least MIN_INPUT pixels
+    per side: (15 - 3) // 2 + 1 = 7.
     """
+
+    MIN_INPUT = 15
 
     def __init__(self, channels: int, f: int | None = None, *, full: bool = True):
         super().__init__()
@@ -47,3 +51,8 @@ class ESA(nn.Module):
             c3 = self.conv3(c1)
         c3 = F.interpolate(c3, size=x.shape[-2:], mode="bilinear", align_corners=False)
         return x * torch.sigmoid(self.conv4(c3 + self.conv_f(c1_)))
+
+
+def min_input_size(*models: nn.Module) -> int:
+    """The smallest input side the networks accept: the largest `MIN_INPUT` of their modules (1 if none)."""
+    return max([1] + [getattr(m, "MIN_INPUT", 1) for model in models for m in model.modules()])

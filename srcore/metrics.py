@@ -87,6 +87,9 @@ def psnr(sr, gt, crop_border: int, test_y_channel: bool = True, round_y: bool = 
     return float("inf") if mse == 0 else float(10.0 * np.log10(255.0**2 / mse))
 
 
+SSIM_WINDOW = 11  # the Gaussian window's side: an image needs at least this much left after the border crop
+
+
 def ssim(sr, gt, crop_border: int, test_y_channel: bool = True, round_y: bool = False) -> float:
     """SSIM (Wang et al. 2004: Gaussian window sigma 1.5 truncated to 11x11) on Y, gray or RGB."""
     a, b = _prepare(sr, gt, crop_border, test_y_channel, round_y)

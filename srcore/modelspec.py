@@ -1,4 +1,7 @@
-"""Build a network from a spec: a zoo architecture name or a genotype (the `spec` in checkpoints)."""
+"""Build a network from a spec: a zoo architecture name or a genotype (the `spec` in checkpoints).
+
+srcore imports no model code: see srcore/registry.py for how the model packages register their builders.
+"""
 from __future__ import annotations
 
 import os
@@ -7,6 +10,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, load_strict, read_checkpoint
+from .registry import build_spec
 
 
 def arch_spec(arch: str, scale: int, **kwargs) -> dict:
@@ -18,28 +22,19 @@ def genotype_spec(genotype) -> dict:
 
 
 def build_model(spec: dict) -> nn.Module:
-    """A fresh (untrained) network for `spec`; a compressed network's spec also carries
-    `reparameterized: true` (multi-branch blocks fused) and `widths: {group: channels}` (pruned), applied by
-    compress.prune.restructure."""
-    model = _build_base(spec)
+    """A fresh (untrained) network for `spec`, by the builder registered for it (srcore.registry); the
+    package that defines the model must have been imported (`import distill`, `import search_spaces`).
+    A compressed network's spec also carries `reparameterized: true` (multi-branch blocks fused) and
+    `widths: {group: channels}` (pruned), applied by compress.prune.restructure."""
+    try:
+        model = build_spec(spec)
+    except KeyError as e:
+        raise CheckpointError(e.args[0]) from None
     if spec.get("reparameterized") or spec.get("widths"):
         from compress.prune import restructure
 
         model = restructure(model, spec)
     return model
-
-
-def _build_base(spec: dict) -> nn.Module:
-    if "genotype" in spec:
-        from search_spaces.genotype import validate
-        from search_spaces.network import build_network
-
-        return build_network(validate(spec["genotype"], "checkpoint spec.genotype"))
-    if "arch" in spec:
-        from distill import zoo
-
-        return zoo.create(spec["arch"], spec["scale"], **spec.get("kwargs", {}))
-    raise CheckpointError(f"model spec needs an 'arch' or a 'genotype' key, got keys {sorted(spec)}")
 
 
 def spec_scale(spec: dict) -> int:

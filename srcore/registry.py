@@ -3,6 +3,12 @@
 A model file decorates its factory with `@register("name", ...)`; the package that owns the model files
 (`distill.zoo`) imports each file explicitly, so nothing is found by scanning folders.
 
+Checkpoint specs (`srcore.modelspec`) are built through the same kind of table: `{"arch": name, ...}` by
+`create`, and every other kind of spec by the builder its owner registered with
+`@register_builder(key)` (`search_spaces.network` registers "genotype"). srcore itself imports no model
+code: the packages that define models register them when they are imported (`import distill.zoo`,
+`import search_spaces.network`; `import distill` and `import search_spaces` do both).
+
 Every registered network takes and returns RGB in [0, 1]. `rgb_range` records the range the *official*
 weights were trained in (1 or 255); the network multiplies its input by it on the way in and divides on
 the way out, so the caller never sees the difference.
@@ -57,3 +63,38 @@ def create(name: str, scale: int, **kwargs) -> nn.Module:
         raise ValueError(f"architecture {name!r} supports scales {list(entry.scales)}, got scale={scale}")
     kwargs.setdefault("rgb_range", entry.rgb_range)
     return entry.factory(scale=scale, **kwargs)
+
+
+# --- builders of checkpoint specs ----------------------------------------------------------------------------
+
+_BUILDERS: dict[str, Callable[[dict], nn.Module]] = {}
+_OWNERS = {"arch": "distill.zoo", "genotype": "search_spaces.network"}  # where the usual builders live
+
+
+def register_builder(key: str):
+    """Decorator: `builder(spec) -> nn.Module` builds every spec that has the key `key`."""
+
+    def deco(builder: Callable[[dict], nn.Module]) -> Callable[[dict], nn.Module]:
+        if key in _BUILDERS or key == "arch":
+            raise ValueError(f"a builder for {key!r} specs is registered twice")
+        _BUILDERS[key] = builder
+        return builder
+
+    return deco
+
+
+def build_spec(spec: dict) -> nn.Module:
+    """A fresh network for a checkpoint spec: `{"arch", "scale", "kwargs"}` or a registered key."""
+    if "arch" in spec:
+        if spec["arch"] not in _MODELS and not _MODELS:
+            raise KeyError(f"unknown architecture {spec['arch']!r}: no architecture is registered "
+                           f"(import {_OWNERS['arch']} first)")
+        return create(spec["arch"], spec["scale"], **spec.get("kwargs", {}))
+    for key, builder in _BUILDERS.items():
+        if key in spec:
+            return builder(spec)
+    known = [k for k in spec if k in _OWNERS]
+    if known:
+        raise KeyError(f"no builder is registered for {known[0]!r} specs (import {_OWNERS[known[0]]} first)")
+    keys = ["arch", *sorted((set(_BUILDERS) | set(_OWNERS)) - {"arch"})]
+    raise KeyError(f"model spec needs an {' or a '.join(map(repr, keys))} key, got keys {sorted(spec)}")

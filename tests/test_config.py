@@ -8,6 +8,7 @@ from typing import Any, Literal
 import pytest
 
 from srcore.config import ConfigError, apply_overrides, from_dict, load_config, resolve_preset, to_dict
+from srcore.yamlio import safe_load
 
 
 @dataclass
@@ -177,4 +178,4 @@ def test_to_dict_from_dict_round_trip(tmp_path):
     assert to_dict(again) == d
     import yaml
 
-    assert from_dict(Exp, yaml.safe_load(yaml.safe_dump(d))) == cfg  # survives a YAML dump
+    assert from_dict(Exp, safe_load(yaml.safe_dump(d))) == cfg  # survives a YAML dump

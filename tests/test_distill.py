@@ -22,7 +22,7 @@ from torch import nn
 from distill.config import LossTerm, TrainConfig
 from distill.features import FeatureHooks
 from distill.losses import Criterion, LossInputs
-from distill.trainer import Callback, NonFiniteLoss, Trainer
+from distill.trainer import Callback, NonFiniteGradients, NonFiniteLoss, Trainer
 from distill.upcycle import InvertibleAug, enhance_hr, sample_rngs, zoom_in, zoom_out
 from search_spaces.network import build_network
 from srcore.checkpoint import read_checkpoint
@@ -262,7 +262,10 @@ def test_smoke_cli_then_evaluate_checkpoint(tmp_path):
     rc = import_tool("train").main(["--config", "smoke", "--out", str(out), "--cache-dir", str(tmp_path / "cache"),
                              "--set", "loop.steps=4", "val.every=2", "pretrain_teacher.steps=2", "data.repeat=1"])
     assert rc == 0
-    assert len(list((tmp_path / "cache").glob("teacher-rlfn_s-x2-*.pt"))) == 1  # the cached quickstart teacher
+    cached = list((tmp_path / "cache").glob("teacher-rlfn_s-x2-*.pt"))
+    assert len(cached) == 1  # the cached quickstart teacher, trained on [0, 1] with the student's skip
+    assert read_checkpoint(cached[0])["spec"]["kwargs"] == {"rgb_range": 1.0, "skip": "bicubic", "nf": 16,
+                                                            "num_blocks": 2}
     ck = read_checkpoint(out / "best.pt")
     assert ck["spec"]["genotype"]["channels"] == 8 and ck["config"]["loss"][1]["kind"] == "output_kd"
     assert "builtin-val/psnr_y" in ck["metrics"] and "train_state" in read_checkpoint(out / "last.pt")
@@ -317,7 +320,9 @@ def test_resume_is_bit_identical(tmp_path, hr_dir, teacher_file):
 
 
 def test_ddp_two_processes_match_one(tmp_path, hr_dir, teacher_file):
-    raw = make_cfg(hr_dir, teacher_file, ALL_TERMS[:3], optim={"ema": 0.5}, loop={"steps": 3, "log_every": 1})
+    raw = make_cfg(hr_dir, teacher_file, ALL_TERMS[:3], optim={"ema": 0.5}, loop={"steps": 3, "log_every": 1},
+                   val={"data": [str(require_shared("data", "Set5"))], "max_images": 3, "every": 2,
+                        "kd_gate_db": None})  # every rank scores a share of the images, none waits
     path = tmp_path / "ddp.yaml"
     path.write_text(yaml.safe_dump(raw))
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -336,9 +341,12 @@ def test_ddp_two_processes_match_one(tmp_path, hr_dir, teacher_file):
         assert torch.allclose(v, d["state_dict"][key], rtol=1e-4, atol=1e-5), key
 
     def losses(p):
-        return [r["loss/total"] for r in map(json.loads, (p / "metrics.jsonl").read_text().splitlines())]
+        return [r["loss/total"] for r in map(json.loads, (p / "metrics.jsonl").read_text().splitlines())
+                if "loss/total" in r]
 
     assert losses(tmp_path / "ddp") == pytest.approx(losses(tmp_path / "one"), rel=1e-5)
+    vd, vo = (read_checkpoint(tmp_path / d / "best.pt")["metrics"] for d in ("ddp", "one"))
+    assert vd["Set5/psnr_y"] == pytest.approx(vo["Set5/psnr_y"], abs=1e-3) and math.isfinite(vo["Set5/psnr_y"])
 
 
 class Poison(Callback):
@@ -388,3 +396,136 @@ def test_ema_warms_up_from_the_first_update():
     assert torch.allclose(ema.model.weight, torch.full((1, 2), 0.9))
     assert ema.decay_at(10_000) == 0.999 and ema.decay_at(1) == pytest.approx(2 / 11)
     assert model.weight.requires_grad and not ema.model.weight.requires_grad
+
+
+# ---------------------------------------------------------------------------------------------------------
+# trainer guarantees: non-finite gradients, frozen teachers, best.pt, the KD gate, loss kinds in one place
+
+
+class PoisonGrads(Callback):
+    """On the given (0-based) steps, make one student gradient infinite (the loss stays finite); snapshot the
+    student and EMA weights after every step."""
+
+    def __init__(self, steps):
+        self.steps, self.snaps, self.handle = set(steps), {}, None
+
+    def on_step_start(self, trainer, step):
+        if step in self.steps:
+            p = trainer.student.fea_conv.weight
+            self.handle = p.register_hook(lambda g: torch.full_like(g, float("inf")))
+
+    def on_step_end(self, trainer, step, losses):
+        if self.handle is not None:
+            self.handle.remove()
+            self.handle = None
+        assert math.isfinite(losses["total"])
+        self.snaps[step] = ({k: v.clone() for k, v in trainer.student.state_dict().items()},
+                            {k: v.clone() for k, v in trainer.ema.model.state_dict().items()})
+
+
+def same(a: dict, b: dict) -> bool:
+    return all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_nonfinite_gradients_never_reach_the_weights(tmp_path, hr_dir, teacher_file):
+    raw = make_cfg(hr_dir, teacher_file, ALL_TERMS[:2], optim={"ema": 0.9, "grad_clip": 0.0},
+                   loop={"steps": 8, "save_every": 1, "max_bad_steps": 3})
+    cb = PoisonGrads({1, 3, 4, 5})
+    tr = Trainer(from_dict(TrainConfig, raw), tmp_path, callbacks=[cb])
+    with pytest.raises(NonFiniteGradients, match=r"3 steps in a row \(steps 4\.\.6\).*last\.pt \(step 5\)"):
+        tr.fit()
+    assert tr.skipped_steps == 4
+    assert same(*[cb.snaps[2][i] for i in (0,)], cb.snaps[1][0]) and same(cb.snaps[2][1], cb.snaps[1][1])
+    assert not same(cb.snaps[3][0], cb.snaps[2][0])  # a good step updates again
+    assert same(cb.snaps[5][0], cb.snaps[3][0]) and same(cb.snaps[5][1], cb.snaps[3][1])
+    last, best = read_checkpoint(tmp_path / "last.pt"), read_checkpoint(tmp_path / "best.pt")
+    assert last["step"] == 5 and same(last["state_dict"], cb.snaps[3][1])  # EMA weights of step 3
+    assert all(torch.isfinite(v).all() for v in last["train_state"]["student"].values())
+    assert best["step"] == 5 and same(best["state_dict"], last["state_dict"])  # best.pt exists: = last
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert max(r.get("skipped_steps", 0) for r in records) >= 1
+
+
+def test_handed_in_teachers_are_frozen_and_best_is_last_without_validation(tmp_path, hr_dir, teacher_file):
+    from distill import zoo
+
+    teacher = zoo.create("rlfn_s", 2, nf=8, num_blocks=1).train()
+    assert all(p.requires_grad for p in teacher.parameters())
+    cfg = from_dict(TrainConfig, make_cfg(hr_dir, teacher_file, ALL_TERMS[:2], loop={"steps": 2}))
+    tr = Trainer(cfg, tmp_path, teachers=[teacher])
+    assert tr.teachers[0] is teacher and not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    tr.fit()
+    assert all(p.grad is None for p in teacher.parameters())
+    best, last = read_checkpoint(tmp_path / "best.pt"), read_checkpoint(tmp_path / "last.pt")
+    assert best["step"] == last["step"] == 2 and same(best["state_dict"], last["state_dict"])
+
+
+@pytest.fixture(scope="module")
+def weak_teacher(tmp_path_factory):
+    """An untrained RLFN-S (nf 8, 1 block) as an srnas checkpoint: far below bicubic."""
+    from distill import zoo
+    from srcore.checkpoint import save_checkpoint
+    from srcore.modelspec import arch_spec
+
+    torch.manual_seed(0)
+    spec = arch_spec("rlfn_s", 2, nf=8, num_blocks=1)
+    path = tmp_path_factory.mktemp("weak") / "weak.pt"
+    save_checkpoint(path, state_dict=zoo.create("rlfn_s", 2, nf=8, num_blocks=1).state_dict(), spec=spec)
+    return path
+
+
+def gated_cfg(hr_dir, teacher_file, teacher: dict) -> TrainConfig:
+    raw = make_cfg(hr_dir, teacher_file, ALL_TERMS[:3], loop={"steps": 1},
+                   val={"data": [str(require_shared("data", "Set5"))], "max_images": 1},
+                   stages=[{"start": 1, "weights": {"kd": 0.5, "l1": 2.0}}])
+    raw["teacher"] = [teacher]
+    return from_dict(TrainConfig, raw)
+
+
+def test_kd_gate(tmp_path, hr_dir, teacher_file, weak_teacher, caplog):
+    # a named teacher that does not beat bicubic: an error
+    with pytest.raises(ConfigError, match=r"teacher .*weak\.pt: .* does not clear the KD gate of \+0\.2 dB"):
+        Trainer(gated_cfg(hr_dir, teacher_file, {"checkpoint": str(weak_teacher)}), tmp_path / "a")
+    # the same teacher trained here: dropped with a warning, and the KD terms with it
+    with caplog.at_level("WARNING"):
+        tr = Trainer(gated_cfg(hr_dir, teacher_file, {"checkpoint": str(weak_teacher), "trained_here": True}),
+                     tmp_path / "b")
+    assert "not used for KD" in caplog.text and tr.teachers == []
+    assert [t.name for t in tr.cfg.loss] == ["l1"] and tr.cfg.stages[0].weights == {"l1": 2.0}
+    tr.fit()
+    gate_rec = json.loads((tmp_path / "b" / "metrics.jsonl").read_text().splitlines()[0])["kd_gate"][0]
+    assert gate_rec["passed"] is False and gate_rec["teacher_psnr"] < gate_rec["bicubic_psnr"]
+    assert read_checkpoint(tmp_path / "b" / "best.pt")["config"]["teacher"] == []
+    # a registered teacher by name, found through the registry: clears the gate
+    tr = Trainer(gated_cfg(hr_dir, teacher_file, {"name": "rlfn_s_x2"}), tmp_path / "c")
+    (r,) = tr.gate_results
+    assert r.passed and r.gain > 1.0 and [t.name for t in tr.cfg.loss] == ["l1", "kd", "fitnet"]
+
+
+def test_a_loss_kind_is_defined_in_one_place(tmp_path, hr_dir, teacher_file, monkeypatch):
+    """Every kind's class names its config kind and what the step must compute; a new kind (here defined in
+    the test) is accepted by the config and gets exactly what it needs from the trainer."""
+    from distill import losses
+
+    assert set(losses.KINDS) == {"l1", "charbonnier", "output_kd", "fitnet", "facd", "lsfd", "zoom_in",
+                                 "zoom_out_pix", "zoom_out_kd", "enhanced_hr"}
+    for kind, cls in losses.KINDS.items():
+        assert cls.kind == kind and cls.needs <= set(losses.NEEDS), kind
+
+    class TeacherGap(losses.Term):  # |sr - T(lq)| on the zoom-out input: needs zoom_out and zoom_out_t
+        kind, needs = "gap", frozenset({"zoom_out", "zoom_out_t"})
+
+        def forward(self, x):
+            return (x.zoom_out_sr - x.zoom_out_target).abs().mean()
+
+    monkeypatch.setitem(losses.KINDS, "gap", TeacherGap)
+    cfg = from_dict(TrainConfig, make_cfg(hr_dir, teacher_file, [{"name": "l1", "kind": "l1"},
+                                                                 {"name": "gap", "kind": "gap"}],
+                                          data={"gt_size": 64}))
+    assert cfg.needs_teacher()
+    tr = Trainer(cfg, tmp_path)
+    batch = next(tr._batches(0))
+    targets = tr.teacher_targets(batch["lq"], batch["gt"], batch["index"], 0)
+    assert set(targets) == {"zoom_out_input", "zoom_out_target", "anchor_weights"}
+    assert math.isfinite(tr.train_step(batch, 0)["gap"])

@@ -82,28 +82,12 @@ def test_tiled_stays_close_to_whole_image(tmp_path):
     args = ["--arch", "rlfn_s", "--weights", str(require_shared("teachers", "rlfn_s_x4.pth")), "--scale", "4",
             "--data", str(require_shared("data", "Set5"))]
     whole = _run(args, tmp_path, "whole.json")
-    tiled = _run([*args, "--tile", "32"], tmp_path, "tiled.json")
-    assert whole["tile"] == 0 and tiled["tile"] == 32
+    tiled = _run([*args, "--tile", "48", "--tile-overlap", "16"], tmp_path, "tiled.json")
+    assert whole["tile"] == 0 and tiled["tile"] == 48 and tiled["tile_overlap"] == 16
     a, b = whole["results"][0], tiled["results"][0]
     assert abs(a["psnr_y"] - b["psnr_y"]) <= 0.05
-    assert a["psnr_y"] != b["psnr_y"], "--tile 32 had no effect: were the images tiled at all?"
+    assert a["psnr_y"] != b["psnr_y"], "--tile 48 had no effect: were the images tiled at all?"
     assert [x["name"] for x in a["images"]] == [y["name"] for y in b["images"]]
-
-
-@pytest.mark.parametrize("h,w,tile", [(23, 37, 8), (16, 16, 8), (9, 30, 7)])
-def test_tiling_is_exact_for_a_local_network(h, w, tile):
-    """With a receptive field (radius 2) inside the overlap, tiles must reassemble the whole-image output."""
-    from srcore.evaluation import forward_tiled
-
-    torch.manual_seed(0)
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 12, 3, padding=1), torch.nn.ReLU(),
-                              torch.nn.Conv2d(12, 12, 3, padding=1), torch.nn.PixelShuffle(2)).eval()
-    x = torch.rand(1, 3, h, w)
-    with torch.no_grad():
-        whole = net(x)
-    tiled = forward_tiled(net, x, 2, tile, overlap=4)
-    assert tiled.shape == whole.shape == (1, 3, 2 * h, 2 * w)
-    torch.testing.assert_close(tiled, whole, rtol=0, atol=1e-5)
 
 
 def test_self_ensemble_runs(tmp_path):

@@ -20,6 +20,7 @@ from search_spaces.genotype import (
 )
 from search_spaces.network import build_network
 from search_spaces.ops import DLSR_PRIMITIVES, OPS, RepConv, build_op
+from srcore.yamlio import safe_load
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("SRNAS_SHARED", REPO.parent / "shared"))
@@ -28,7 +29,7 @@ DLSR_YAML = REPO / "search_spaces" / "genotypes" / "dlsr_x2.yaml"
 
 def valid_raw() -> dict:
     """A valid genotype mapping (DLSR's x2 result), as yaml.safe_load gives it."""
-    return yaml.safe_load(DLSR_YAML.read_text())
+    return safe_load(DLSR_YAML.read_text())
 
 
 def load_raw(tmp_path: Path, raw, name: str = "genotype.yaml") -> Genotype:
@@ -72,7 +73,7 @@ def test_per_cell_form_roundtrip(tmp_path):
     g = load_raw(tmp_path, raw)
     assert g.rgb_range == 1.0 and g.cell is None and g.cell_ops(3)[1] == "dil_conv_3x3"
     text = dump_genotype(g)
-    assert yaml.safe_load(text) == {**raw, "rgb_range": 1}
+    assert safe_load(text) == {**raw, "rgb_range": 1}
     assert dump_genotype(load_raw(tmp_path, text)) == text
 
 
@@ -152,7 +153,7 @@ MALFORMED = [
     ("space", _set("space", 1)),
     ("version", _set("version", "1")),
     # unsupported version / scale / space
-    ("version", _set("version", 2)),
+    ("version", _set("version", 3)),
     ("scale", _set("scale", 8)),
     ("space", _set("space", "darts")),
 ]

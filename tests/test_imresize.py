@@ -170,3 +170,58 @@ def test_bicubic_degrade_sizes_and_grey():
 def test_bicubic_degrade_rejects_non_uint8(dtype):
     with pytest.raises(ValueError, match="uint8"):
         bicubic_degrade(np.zeros((12, 12, 3), dtype=dtype), 2)
+
+
+# --- memory: banded weights over strips, and the pixel bound ---------------------------------------------
+
+
+@pytest.mark.parametrize("border", ["symmetric", "replicate"])
+@pytest.mark.parametrize("shape,size", [((37, 29, 3), (13, 71)), ((5, 64), (3, 16)), ((40, 3), (120, 2))])
+def test_banded_passes_equal_the_dense_matrices(shape, size, border):
+    rng = np.random.default_rng(4)
+    img = rng.random(shape) * 255
+    mh = resize_matrix(shape[0], size[0], size[0] / shape[0], True, border)
+    mw = resize_matrix(shape[1], size[1], size[1] / shape[1], True, border)
+    dense = np.einsum("ih,hw...,jw->ij...", mh, img, mw)
+    np.testing.assert_allclose(imresize(img, size=size, border=border), dense, rtol=0, atol=1e-9)
+
+
+def test_a_long_image_is_resized_without_a_length_squared_matrix():
+    """A dense pass over 60000 pixels would need a 30000 x 60000 float64 matrix (14 GB)."""
+    import tracemalloc
+
+    img = np.random.default_rng(5).integers(0, 256, size=(3, 60000), dtype=np.uint8)
+    tracemalloc.start()
+    try:
+        out = imresize(img, 0.5)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert out.shape == (2, 30000) and out.dtype == np.uint8
+    assert peak < 50e6, peak
+    np.testing.assert_array_equal(out[:, 100:110], imresize(img[:, :400], 0.5)[:, 100:110])  # away from the border
+
+
+def test_images_beyond_the_pixel_bound_are_refused_before_any_work():
+    from srcore.imresize import MAX_PIXELS, ImageTooLarge
+
+    huge = np.broadcast_to(np.zeros((1, 1, 3), np.uint8), (20000, 20000, 3))  # no memory behind it
+    with pytest.raises(ImageTooLarge, match=r"image 20000x20000 \(400 megapixels\) exceeds imresize's bound of "
+                                            r"100 megapixels"):
+        bicubic_degrade(huge, 2)
+    with pytest.raises(ImageTooLarge, match="resized image 40000x8000"):
+        imresize(np.broadcast_to(np.zeros((1, 1), np.uint8), (2000, 10000)), 4.0)
+    assert MAX_PIXELS == 100_000_000  # documented in the README
+
+
+def test_too_large_image_in_a_dataset_names_the_file(tmp_path, monkeypatch):
+    from srcore import imresize as mod
+    from srcore.data import BenchmarkSet, DataError, PatchDataset
+    from srcore.imageio import write_png
+
+    write_png(tmp_path / "HR" / "big.png", np.zeros((60, 60, 3), np.uint8))
+    monkeypatch.setattr(mod, "MAX_PIXELS", 1000)
+    with pytest.raises(DataError, match=r"big\.png: image 60x60 \(0 megapixels\) exceeds"):
+        list(BenchmarkSet(tmp_path, 2))
+    with pytest.raises(DataError, match=r"big\.png: image 60x60"):
+        PatchDataset(tmp_path, 2, 32)

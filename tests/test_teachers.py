@@ -5,14 +5,12 @@ fp32, SR rounded to 8 bits, float Y, crop = scale), read from that file rather t
 """
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 from conftest import require_shared
 
 from distill import zoo
-from distill.pretrained import load_pretrained
+from distill.pretrained import load_pretrained, provenance_psnr
 from srcore.checkpoint import CheckpointError, load_strict, read_state_dict
 from srcore.data import BenchmarkSet
 from srcore.evaluation import evaluate_model
@@ -24,21 +22,10 @@ CASES = [
     ("rlfn_s_x2.pth", "rlfn_s", 2), ("rlfn_s_x4.pth", "rlfn_s", 4), ("pan_x2.pth", "pan", 2),
     ("pan_x4.pth", "pan", 4), ("carn_m_x2x3x4.pth", "carn_m", 2), ("carn_m_x2x3x4.pth", "carn_m", 3),
     ("carn_m_x2x3x4.pth", "carn_m", 4), ("a2n_x2.pth", "a2n", 2), ("dlsr_x2.pth", "genotype:dlsr_x2", 2),
+    # the NTIRE efficient-SR winners (deployed files; their own PROVENANCE table)
+    ("span_ntire24_x4.pth", "span", 4), ("dscf_ntire25_x4.pth", "dscf", 4), ("spanv2_ntire26_x4.pth", "spanv2", 4),
+    ("pfdn_ntire23_x4.pth", "pfdn", 4),
 ]
-
-
-def provenance_psnr(file: str, scale: int) -> float:
-    """The bold 'Set5 Y-PSNR measured' figure of `file` (per scale for the multi-scale CARN-M row)."""
-    text = require_shared("teachers", "PROVENANCE.md").read_text()
-    lines = text.splitlines()
-    header = next(line for line in lines if line.startswith("| file |"))
-    col = [c.strip() for c in header.split("|")].index("Set5 Y-PSNR measured")
-    row = next(line for line in lines if line.startswith(f"| {file} |"))
-    cell = row.split("|")[col]
-    per_scale = dict(re.findall(r"x(\d) \*\*([\d.]+)\*\*", cell))
-    if per_scale:
-        return float(per_scale[str(scale)])
-    return float(re.search(r"\*\*([\d.]+)\*\*", cell).group(1))
 
 
 def build(arch: str, file, scale: int) -> torch.nn.Module:
@@ -54,7 +41,7 @@ def build(arch: str, file, scale: int) -> torch.nn.Module:
 @pytest.mark.parametrize("file,arch,scale", CASES, ids=[f"{f}-x{s}" for f, _, s in CASES])
 def test_teacher_reproduces_provenance_psnr(file, arch, scale):
     path = require_shared("teachers", file)
-    expected = provenance_psnr(file, scale)
+    expected = provenance_psnr(require_shared("teachers", "PROVENANCE.md").read_text(), file, scale)
     model = build(arch, path, scale).to(memory_format=torch.channels_last)
     res = evaluate_model(model, BenchmarkSet(require_shared("data", "Set5"), scale))
     assert res.n_images == 5
@@ -83,4 +70,4 @@ def test_dlsr_weights_need_their_genotype():
 
 def test_zoo_names_are_explicit():
     assert {"imdn", "imdn_aim19", "rfdn", "rlfn", "rlfn_s", "pan", "a2n", "carn_m", "carn", "edsr_baseline",
-            "rcan"} <= set(zoo.list_models())
+            "rcan", "span", "dscf", "spanv2", "pfdn"} <= set(zoo.list_models())

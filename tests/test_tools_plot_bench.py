@@ -67,7 +67,7 @@ def test_plot_per_cell_genotype_with_per_cell_alphas(tools, tmp_path):
 
 
 @pytest.mark.parametrize("mutate,message", [
-    (lambda lines: lines[:1] + ['{"step": 5, "epoch"'], r"h\.jsonl:2: not a JSON object"),
+    (lambda lines: lines[:1] + ['{"step": 5, "epoch"'] + lines[1:], r"h\.jsonl:2: not a JSON object"),
     (lambda lines: [json.dumps({**json.loads(lines[0]), "alpha": [[0.0] * 9] * 2})],
      r"h\.jsonl:1: 'alpha' must be numbers of shape \[3\]\[9\]"),
     (lambda lines: [json.dumps({k: v for k, v in json.loads(lines[0]).items() if k != "beta"})],
@@ -138,22 +138,28 @@ def test_bench_doc_section_appends_and_rejects_unpaired_markers(tools, tmp_path)
 
 
 def test_bench_search_step_tiny_real_engine(tools, tmp_path):
-    """A tiny real run: DLSR's released step and ours at K=1 and 2, side by side, written to JSON and the doc."""
+    """A tiny real run: DLSR's step re-implemented, then srnas rows (same algorithm, cheaper one, K=2), written
+    to JSON and the doc, each row labelled and its GFLOP/s from the FLOPs it computes (unfused or fused)."""
     doc = tmp_path / "b.md"
     doc.write_text("# b\n<!-- bench:models -->\nkept\n<!-- /bench:models -->\n")
     args = ["search-step", "--space", "dlsr", "--batch", "1", "--lr-patch", "16", "--channels", "8", "--num-cells", "3",
-            "--partial-channels", "1", "2", "--steps", "1", "--matmul-size", "64", "--threads", "1",
+            "--variants", "dlsr_exact", "dlsr_reuse:2", "--steps", "1", "--matmul-size", "64", "--threads", "1",
             "--json", str(tmp_path / "s.json"), "--doc", str(doc)]
     assert tools.bench.main(args) == 0
     p = json.loads((tmp_path / "s.json").read_text())
-    assert [r["partial_channels"] for r in p["rows"]] == [1, 1, 2]
-    assert [r["reference_algorithm"] for r in p["rows"]] == [True, False, False]
-    for r in p["rows"]:
+    rows = p["rows"]
+    assert [(r["algorithm"], r["partial_channels"], r["reference_algorithm"], r["fused"]) for r in rows] == \
+        [("dlsr_exact", 1, True, False), ("dlsr_exact", 1, False, True), ("dlsr_reuse", 2, False, True)]
+    assert rows[0]["weight_step_flops"] > rows[1]["weight_step_flops"]  # the unfused row counts the unfused ops
+    for r in rows:
         assert r["weight_step_s"] > 0 and r["arch_step_s"] > 0 and r["peak_memory_bytes"] > 0
         assert r["step_s"] == pytest.approx(r["weight_step_s"] + r["arch_step_s"])
-        assert r["ratio_to_issue3"]["step_s"] == pytest.approx(r["step_s"] / (2.35 + 4.70))
-    assert p["rows"][0]["ratio_to_measured_dlsr"]["step_s"] == pytest.approx(1.0)
-    assert p["reference"]["weight_step_s"] == 2.35 and "issue #3" in p["reference"]["source"]
-    assert p["reference_same_setting"] is False
+        assert r["ratio_to_released"]["step_s"] == pytest.approx(r["step_s"] / 7.4)
+        assert r["weight_step_gflops_per_s"] == pytest.approx(r["weight_step_flops"] / r["weight_step_s"] / 1e9)
+    assert rows[0]["ratio_to_measured_dlsr"]["step_s"] == pytest.approx(1.0)
+    assert "issue #10" in p["reference"]["source"] and p["reference_same_setting"] is False
     text = doc.read_text()
-    assert "<!-- bench:search-step -->" in text and "kept" in text and "DLSR released step" in text
+    assert "<!-- bench:search-step -->" in text and "kept" in text and "re-implemented" in text
+    assert "DLSR's algorithm (dlsr_exact) on the srnas engine" in text and "approximate supernet" in text
+    with pytest.raises(ValueError, match="--variants"):
+        tools.bench.main([a if a != "dlsr_reuse:2" else "dlsr" for a in args])

@@ -13,9 +13,14 @@ quiet one (the load average is recorded to tell).
                (median after warm-up) and, with --device cuda, CUDA-event latency. Networks are randomly
                initialised: none of these figures depends on the weight values.
   search-step  seconds per weight step and per arch step and the peak memory of the NAS engine
-               (`nas.search.step_timing`), the FLOPs of one weight step (forward + backward of the
-               supernet, counted) and a fp32 matmul timed on the same threads as the machine's reference
-               GFLOP/s, compared with issue #3's figures for the released DLSR supernet on this CPU.
+               (`nas.timing.step_timing`), each row in a fresh process: DLSR's step re-implemented on our
+               supernet (unfused, NCHW, two graphs: what DLSR's code does), then srnas variants: the
+               same algorithm (dlsr_exact: the engine's speed-up alone), the cheaper dlsr_reuse, and
+               PC-DARTS partial channels (an approximate supernet). GFLOP/s = the FLOPs one weight step
+               of that row computes (counted on the supernet as the row runs it, fused or unfused) /
+               its time; a fp32 matmul on the same threads gives the machine's practical peak. Ratios
+               are to the re-implemented row and to the released code's own figures on this CPU
+               (given in issue #10, not measured here).
 
   latency      several networks in ONE process, side by side: compressed students (deploy.pt files) beside
                zoo models (IMDN, RLFN-S, RFDN, PAN, DLSR by default; --models to change the list, e.g. the
@@ -31,8 +36,8 @@ Examples:
   python tools/bench.py models                                   # everything, 256x256 LR, 2 threads
   python tools/bench.py models --models rlfn_s,genotype:dlsr_x2 --scale 2 --repeats 10
   python tools/bench.py models --device cuda
-  python tools/bench.py search-step --space dlsr --batch 4 --lr-patch 48      # issue #3's setting, K=1 and 4
-  python tools/bench.py search-step --space dlsr --batch 4 --lr-patch 48 --partial-channels 1 2 4
+  python tools/bench.py search-step --space dlsr --batch 4 --lr-patch 48      # the issues' setting
+  python tools/bench.py search-step --space dlsr --batch 4 --lr-patch 48 --variants dlsr_exact dlsr_reuse:2 first_order
   python tools/bench.py latency --students runs/compress/deploy.pt --scale 2 --repeats 10
   python tools/bench.py latency --models rlfn_s,imdn --students a/deploy.pt b/deploy.pt --no-onnx
   python tools/bench.py runtime --model imdn --scale 2 --lr-size 384x512
@@ -40,7 +45,6 @@ Examples:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import multiprocessing
 import os
@@ -53,33 +57,38 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from common import REPO, console, progress, run_cli, setup_logging
+from common import REPO, check_device, console, progress, run_cli, setup_logging
 from rich.console import Console
 from rich.table import Table
 
 from distill import zoo
 from srcore.cost import latency, measure_cost
+from srcore.layers import ESA
+from srcore.paths import shared_dir
+from srcore.rundir import check_output_file
 
 DOC = REPO / "docs" / "benchmarks.md"
 JSON_DIR = REPO / "docs" / "bench"
 
 # Zoo architectures with official weights in ../shared/teachers (see PROVENANCE.md) and the scales those
-# weights exist for; "genotype:NAME" is a shipped genotype built by search_spaces.network.
+# weights exist for; "genotype:NAME" is a shipped genotype built by search_spaces.network. The NTIRE
+# winners (span, dscf, spanv2, pfdn) are built in their deployed (re-parameterized) form, as released.
 OFFICIAL_MODELS: dict[str, tuple[int, ...]] = {
     "imdn": (2, 4), "imdn_aim19": (4,), "rfdn": (4,), "rlfn": (2, 4), "rlfn_s": (2, 4), "pan": (2, 4),
     "carn_m": (2, 3, 4), "a2n": (2,), "genotype:dlsr_x2": (2,),
+    "span": (4,), "dscf": (4,), "spanv2": (4,), "pfdn": (4,),
 }
 
-# Given figures (not measured here): the released DLSR supernet on this project's CPU, as reported in
-# issue #3. Setting: batch 4, LR patch 48x48, x2, 6 cells, C = 48, first-order arch step on the
-# train + val loss.
-ISSUE3_REFERENCE = {
-    "source": "issue #3 (given figures for the released DLSR supernet on this CPU)",
-    "setting": {"space": "dlsr", "batch": 4, "lr_patch": 48, "scale": 2, "num_cells": 6, "channels": 48,
-                "partial_channels": 1, "arch_step": "first-order, train + val loss"},
-    "weight_step_s": 2.35,
-    "arch_step_s": 4.70,
-    "peak_memory_bytes": 4.0e9,  # "4.0 GB"
+# Given figures (not measured here): DLSR's released code itself (its RFDN_beta1 supernet and the step of
+# search/RFDN6_para_loss.py on CPU, `.cuda()` made a no-op, random data), timed on this project's CPU beside
+# srnas in one sitting, as reported in issue #10. Setting: batch 4, LR patch 48x48, x2, 6 cells, C = 48, 2 threads.
+RELEASED_REFERENCE = {
+    "source": "issue #10 (DLSR's released code run on this CPU; given, not measured here)",
+    "setting": {"space": "dlsr", "batch": 4, "lr_patch": 48, "scale": 2, "num_cells": 6, "channels": 48},
+    "step_s_range": [7.4, 11.1],  # weight + arch step, over repeated runs
+    "peak_memory_bytes_range": [3.9e9, 4.0e9],
+    "step_s": 7.4,  # ratios are taken to the fastest figure and the smallest memory: the conservative side
+    "peak_memory_bytes": 3.9e9,
 }
 
 
@@ -274,8 +283,6 @@ def search_config(args):
 
     data = {"space": {"scale": args.scale, "channels": args.channels, "num_cells": args.num_cells},
             "data": {"batch_size": args.batch, "gt_size": args.lr_patch * args.scale}}
-    if args.algorithm:
-        data["arch"] = {"algorithm": args.algorithm}
     return from_dict(SearchConfig, apply_overrides(data, args.set), "search-step options")
 
 
@@ -303,93 +310,75 @@ def matmul_peak(n: int, threads: int, device: str, repeats: int = 5) -> dict:
             "gflops_median": flops / statistics.median(times) / 1e9}
 
 
-def weight_step_flops(config) -> int | None:
-    """FLOPs (convs and matmuls) of the supernet's forward + backward on one training batch; None if the
-    supernet is not importable."""
-    try:
-        from nas.supernet import SuperNet
-    except ImportError:
-        return None
-    from torch.utils.flop_counter import FlopCounterMode
+def parse_variant(text: str) -> tuple[str, int]:
+    """'ALGORITHM' or 'ALGORITHM:K' (K = PC-DARTS partial channels) -> (algorithm, K)."""
+    from nas.config import ALGORITHMS
 
-    s, d = config.space, config.data
-    model = SuperNet(s)
-    x = torch.rand(d.batch_size, 3, d.gt_size // s.scale, d.gt_size // s.scale)
-    with FlopCounterMode(display=False) as counter:
-        model(x).abs().mean().backward()
-    return int(counter.get_total_flops())
+    alg, _, k = text.partition(":")
+    if alg not in ALGORITHMS or (k and not k.isdigit()):
+        raise ValueError(f"--variants {text!r}: expected ALGORITHM or ALGORITHM:K with ALGORITHM one of "
+                         f"{', '.join(ALGORITHMS)} and K a positive integer")
+    return alg, int(k) if k else 1
 
 
-def engine_step_timing():
-    """`nas.search.step_timing`, or a clear error while the NAS engine does not provide it."""
-    want = ("nas.search.step_timing(config: nas.config.SearchConfig, steps: int, partial_channels: int) -> "
-            "dict with weight_step_s, arch_step_s, peak_memory_bytes")
-    try:
-        import nas.search as search
-    except ImportError as e:
-        raise ValueError(f"search-step needs the NAS engine's {want}, but nas.search cannot be imported "
-                         f"({e}); the engine (issue #3) is not in this checkout yet") from None
-    if not callable(getattr(search, "step_timing", None)):
-        raise ValueError(f"search-step needs {want}; nas.search has no step_timing")
-    return search.step_timing
+def variant_label(algorithm: str, k: int, reference: bool) -> str:
+    if reference:
+        return "DLSR's step re-implemented on our supernet (unfused, NCHW, arch step with two graphs)"
+    what = {"dlsr_exact": "DLSR's algorithm (dlsr_exact) on the srnas engine",
+            "dlsr_reuse": "srnas dlsr_reuse (cheaper: train term from the weight step's backward)",
+            "first_order": "srnas first_order (DARTS 1st order: validation term only)",
+            "second_order": "srnas second_order (DARTS 2nd order through Adam's step)"}[algorithm]
+    return what + (f", partial channels K={k} (approximate supernet)" if k > 1 else "")
 
 
 def bench_search_step(args, log) -> dict:
-    """Time the NAS engine's weight and arch steps side by side in one run: DLSR's released step
-    (re-implemented on the same supernet: no fusion, NCHW, arch step back-propagating train + val losses into
-    every parameter) and ours at each --partial-channels K; ratios to the measured DLSR step and to
-    issue #3's given figures."""
-    engine_step_timing()  # fail early, in this process, when the engine is missing
+    """Time the NAS engine's weight and arch steps, row by row in fresh processes (see the module docstring)."""
+    from nas.timing import step_timing, timing_config, weight_step_flops
+    from srcore.config import to_dict
+
     config = search_config(args)
     torch.set_num_threads(args.threads)
     log.info(f"matmul reference: {args.matmul_size}x{args.matmul_size} fp32 on {args.threads} threads")
     mm = matmul_peak(args.matmul_size, args.threads, args.device)
-    variants = ([("DLSR released step (re-implemented)", 1, True)] if args.reference_step else []) + \
-        [(f"srnas, partial channels K={k}" if k > 1 else "srnas", k, False) for k in args.partial_channels]
+    variants = ([("dlsr_exact", 1, True)] if args.reference_step else []) + \
+        [(*parse_variant(v), False) for v in args.variants]
     rows = []
     ctx = multiprocessing.get_context("spawn")
-    for label, k, reference in variants:
+    for algorithm, k, reference in variants:
+        label = variant_label(algorithm, k, reference)
         log.info(f"{label}: {args.steps} timed steps, batch {args.batch}, LR patch {args.lr_patch} (fresh process)")
         # each variant in a fresh process: resident memory freed by an earlier variant stays with the allocator
         # and would inflate a later variant's peak
         with ctx.Pool(1, initializer=torch.set_num_threads, initargs=(args.threads,)) as pool:
-            t = dict(pool.apply(engine_step_timing(), (config, args.steps, k),
-                                {"device": args.device, "reference": reference}))
-        missing = [key for key in ("weight_step_s", "arch_step_s", "peak_memory_bytes") if key not in t]
-        if missing:
-            raise ValueError(f"nas.search.step_timing returned no {', '.join(missing)} (got keys: {', '.join(t)})")
-        flops = weight_step_flops(dataclasses.replace(config, space=dataclasses.replace(
-            config.space, partial_channels=k)))
-        rows.append({"variant": label, "partial_channels": k, "reference_algorithm": reference,
+            t = dict(pool.apply(step_timing, (config, args.steps, k),
+                                {"algorithm": algorithm, "device": args.device, "reference": reference}))
+        flops = weight_step_flops(timing_config(config, k, algorithm, reference))
+        rows.append({"variant": label, "algorithm": algorithm, "partial_channels": k,
+                     "reference_algorithm": reference, "fused": t["fuse"],
                      "weight_step_s": t["weight_step_s"], "arch_step_s": t["arch_step_s"],
                      "step_s": t["weight_step_s"] + t["arch_step_s"], "peak_memory_bytes": t["peak_memory_bytes"],
-                     "weight_step_flops": flops,
-                     "weight_step_gflops_per_s": flops / t["weight_step_s"] / 1e9 if flops else None,
+                     "weight_step_flops": flops, "weight_step_gflops_per_s": flops / t["weight_step_s"] / 1e9,
                      "engine": t})
-    ref = ISSUE3_REFERENCE
-    ref_step = ref["weight_step_s"] + ref["arch_step_s"]
+    ref = RELEASED_REFERENCE
     measured_ref = next((r for r in rows if r["reference_algorithm"]), None)
     for r in rows:
-        r["ratio_to_issue3"] = {"step_s": r["step_s"] / ref_step,
-                                "peak_memory_bytes": r["peak_memory_bytes"] / ref["peak_memory_bytes"]}
+        r["ratio_to_released"] = {"step_s": r["step_s"] / ref["step_s"],
+                                  "peak_memory_bytes": r["peak_memory_bytes"] / ref["peak_memory_bytes"]}
         if measured_ref:
             r["ratio_to_measured_dlsr"] = {"step_s": r["step_s"] / measured_ref["step_s"],
                                            "peak_memory_bytes": r["peak_memory_bytes"]
                                            / measured_ref["peak_memory_bytes"]}
     setting = {"space": args.space, "batch": args.batch, "lr_patch": args.lr_patch, "scale": args.scale,
                "num_cells": args.num_cells, "channels": args.channels}
-    same_setting = all(setting[k] == v for k, v in ref["setting"].items() if k in setting)
-    from srcore.config import to_dict
-
-    return {"subcommand": "search-step", "setting": {**setting, "algorithm": config.arch.algorithm,
-                                                     "steps": args.steps, "device": args.device},
+    same_setting = all(setting[k] == v for k, v in ref["setting"].items()) and args.threads == 2
+    return {"subcommand": "search-step", "setting": {**setting, "steps": args.steps, "device": args.device},
             "config": to_dict(config), "rows": rows, "matmul_reference": mm, "reference": ref,
             "reference_same_setting": same_setting}
 
 
 SEARCH_COLUMNS = ("variant", "s / weight step", "s / arch step", "s / (weight + arch)", "peak memory (GB)",
-                  "GFLOP/s (weight step)", "time vs DLSR step", "memory vs DLSR step", "time vs issue #3",
-                  "memory vs issue #3")
+                  "GFLOP/s (weight step)", "time vs re-implemented", "memory vs re-implemented",
+                  "time vs released code", "memory vs released code")
 
 
 def search_rows(p: dict) -> list[list[str]]:
@@ -399,20 +388,20 @@ def search_rows(p: dict) -> list[list[str]]:
         out.append([r["variant"], fmt(r["weight_step_s"], 2), fmt(r["arch_step_s"], 2), fmt(r["step_s"], 2),
                     fmt(r["peak_memory_bytes"], 2, 1e9), fmt(r["weight_step_gflops_per_s"], 1),
                     fmt(md.get("step_s"), 2), fmt(md.get("peak_memory_bytes"), 2),
-                    fmt(r["ratio_to_issue3"]["step_s"], 2), fmt(r["ratio_to_issue3"]["peak_memory_bytes"], 2)])
+                    fmt(r["ratio_to_released"]["step_s"], 2), fmt(r["ratio_to_released"]["peak_memory_bytes"], 2)])
     ref = p["reference"]
-    out.append(["issue #3 figures (given, not measured here)", fmt(ref["weight_step_s"], 2),
-                fmt(ref["arch_step_s"], 2), fmt(ref["weight_step_s"] + ref["arch_step_s"], 2),
-                fmt(ref["peak_memory_bytes"], 1, 1e9), "-", "-", "-", "1.00", "1.00"])
+    lo, hi = ref["step_s_range"]
+    mlo, mhi = ref["peak_memory_bytes_range"]
+    out.append(["DLSR's released code itself (issue #10's figures, not measured here)", "-", "-",
+                f"{lo:.1f}-{hi:.1f}", f"{mlo / 1e9:.1f}-{mhi / 1e9:.1f}", "-", "-", "-", "1.00", "1.00"])
     return out
 
 
 def search_caption(p: dict) -> str:
     s = p["setting"]
-    note = "" if p["reference_same_setting"] else " (NOT issue #3's setting: its ratios are not like for like)"
+    note = "" if p["reference_same_setting"] else " (NOT issue #10's setting: its ratios are not like for like)"
     return (f"{s['space']} supernet x{s['scale']}, {s['num_cells']} cells, C={s['channels']}, batch {s['batch']}, "
-            f"LR patch {s['lr_patch']}, arch algorithm {s['algorithm']}, median of {s['steps']} steps on "
-            f"{s['device']}{note}")
+            f"LR patch {s['lr_patch']}, median of {s['steps']} steps on {s['device']}{note}")
 
 
 def search_markdown(p: dict) -> str:
@@ -420,10 +409,16 @@ def search_markdown(p: dict) -> str:
     lines = ["## NAS engine step (`tools/bench.py search-step`)", "", search_caption(p) + ".", "",
              f"Machine: {machine_line(p['machine'])}; fp32 matmul {mm['size']}² peak {mm['gflops_peak']:.1f} "
              "GFLOP/s on the same threads.", "",
-             "'DLSR released step' is DLSR's search step re-implemented on our supernet (no op fusion, NCHW, the "
-             "arch step back-propagates the train + validation losses into every parameter), measured in the same "
-             f"run. Issue #3 figures: {p['reference']['source']}; setting {json.dumps(p['reference']['setting'])}. "
-             "Peak memory is the process's peak resident memory (it includes torch's own ~0.3-0.4 GB).", "",
+             "Rows: DLSR's step re-implemented on our supernet (no op fusion, NCHW, the arch step re-runs the "
+             "training batch and a validation batch and back-propagates both into every parameter with both graphs "
+             "alive), measured in this run; `dlsr_exact` is the same algorithm on the srnas engine (fused mixed ops, "
+             "channels-last, gradients for the arch parameters only, one graph at a time): the engine's speed-up "
+             "alone; `dlsr_reuse` is a cheaper algorithm (the train term comes from the weight step's own backward, "
+             "one step stale), and partial channels compute an approximate supernet: those rows are not the same "
+             "computation. GFLOP/s: FLOPs one weight step of the row computes (fused rows count the fused kernels, "
+             "unfused rows the unfused ops) / its time. The released code's figures: "
+             f"{p['reference']['source']}; ratios use its fastest time and smallest memory. Peak memory is the "
+             "process's peak resident memory (it includes torch's own ~0.3-0.4 GB).", "",
              "| " + " | ".join(SEARCH_COLUMNS) + " |", "|---|" + "---:|" * (len(SEARCH_COLUMNS) - 1)]
     lines += ["| " + " | ".join(row) + " |" for row in search_rows(p)]
     return "\n".join(lines)
@@ -442,10 +437,6 @@ def search_table(p: dict) -> Table:
 # latency: compressed students beside the zoo, PyTorch eager and onnxruntime, in one process
 
 LATENCY_MODELS = "imdn,rlfn_s,rfdn,pan,genotype:dlsr_x2"  # NTIRE winners join with --models once in the zoo
-
-
-def shared_dir() -> Path:
-    return Path(os.environ.get("SRNAS_SHARED", REPO.parent / "shared"))
 
 
 def official_weights(name: str, scale: int) -> Path | None:
@@ -750,12 +741,11 @@ def parse_args(argv):
     s.add_argument("--scale", type=int, default=2)
     s.add_argument("--channels", type=int, default=48)
     s.add_argument("--num-cells", type=int, default=6)
-    s.add_argument("--partial-channels", type=int, nargs="+", default=[1, 4],
-                   help="PC-DARTS K values to time (1 = off); default: 1 and 4")
+    s.add_argument("--variants", nargs="+", default=["dlsr_exact", "dlsr_reuse", "dlsr_reuse:4"],
+                   metavar="ALG[:K]", help="srnas rows: arch algorithm and PC-DARTS K (default: dlsr_exact dlsr_reuse "
+                                           "dlsr_reuse:4)")
     s.add_argument("--no-reference-step", dest="reference_step", action="store_false",
-                   help="skip timing DLSR's released step (re-implemented) in the same run")
-    s.add_argument("--algorithm", choices=("first_order", "dlsr", "second_order"),
-                   help="arch step algorithm (default: the search config's)")
+                   help="skip timing DLSR's step (re-implemented) in the same run")
     s.add_argument("--steps", type=int, default=3, help="timed weight + arch steps")
     s.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n fp32 matmul reference")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a search config key")
@@ -790,8 +780,13 @@ def parse_args(argv):
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1")
     if getattr(args, "warmup", 0) < 0:
         raise ValueError("--warmup must be >= 0")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {args.device}: CUDA is not available here")
+    for key in ("lr_patch", "lr_size"):  # the supernet's cells and most teachers end in ESA blocks
+        if getattr(args, key, ESA.MIN_INPUT) < ESA.MIN_INPUT:
+            raise ValueError(f"--{key.replace('_', '-')} {getattr(args, key)}: smaller than the networks' minimum "
+                             f"input {ESA.MIN_INPUT}x{ESA.MIN_INPUT} (ESA blocks); use >= {ESA.MIN_INPUT}")
+    check_device(args.device)
+    check_output_file(args.json, "--json")
+    check_output_file(args.doc, "--doc")
     return args
 
 

@@ -6,7 +6,7 @@ Examples:
       --prune-macs 0.5x --rounds 2 --finetune-steps 500 --teacher self --export onnx,torchscript
   python tools/compress.py --checkpoint runs/train/best.pt --out runs/c2 --prune-to 60000 --multiple 4
   python tools/compress.py --checkpoint runs/train/best.pt --out runs/c3 --latency-ms 80 --teacher self rlfn_s
-  python tools/compress.py --checkpoint runs/train/best.pt --out runs/c3 ... (same command: resumes)
+  python tools/compress.py --checkpoint runs/train/best.pt --out runs/c3 ... --resume   # after a kill
 
 Targets: --prune-to PARAMS, --prune-macs M (a MAC count, e.g. 2.5e9, or a fraction of the input network's
 MACs with an x suffix, e.g. 0.5x; at --lr-size), --prune-ratio R (fraction of every group's channels), or
@@ -16,7 +16,8 @@ distillation trainer (preset configs/train/finetune.yaml, --set to change it) an
 
 Writes OUT/round_K/{pruned.pt, finetune/, model.pt, metrics.json}, OUT/deploy.pt (spec + widths + weights,
 loads with weights_only=True), OUT/model.onnx and OUT/model.ts (--export), OUT/model_int8.onnx (--int8) and
-OUT/report.json (+ report.md). Run again with the same --out to continue after the last finished round.
+OUT/report.json (+ report.md). The same command with --resume continues after the last finished round;
+--overwrite starts again (OUT is locked while a run uses it: srcore/rundir.py).
 """
 from __future__ import annotations
 
@@ -48,15 +49,18 @@ from compress.deploy import (
     save_deploy,
     save_json_atomic,
 )
-from compress.iterative import Compressor, CompressSettings, RoundRecord, shared_dir
+from compress.iterative import Compressor, CompressSettings, RoundRecord
 from compress.prune import IMPORTANCE, Target
 from srcore.config import ConfigError
 from srcore.data import BenchmarkSet, PatchDataset
 from srcore.evaluation import evaluate_model
 from srcore.modelspec import load_checkpoint_model
+from srcore.paths import shared_dir
+from srcore.rundir import claim_run_dir
 from srcore.runtime import runtime_state
 
 EXPORTS = ("onnx", "torchscript")
+OUTPUTS = ("options.json", "deploy.pt", "model.onnx", "model.ts", "model_int8.onnx", "report.json", "report.md")
 CALIB_PATCH, CALIB_PATCHES = 32, 32  # INT8 calibration: LR training patches (32x32 fits T91's smallest images)
 
 
@@ -90,6 +94,8 @@ def parse_args(argv):
     p.add_argument("--latency-repeats", type=int, default=5, help="timed forward passes per latency (median)")
     p.add_argument("--threads", type=int, default=2, help="torch CPU threads (and onnxruntime's)")
     p.add_argument("--device", default="cpu", help="device for fine-tuning and validation")
+    p.add_argument("--resume", action="store_true", help="continue OUT's run after its last finished round")
+    p.add_argument("--overwrite", action="store_true", help="delete OUT's earlier compression run and start again")
     p.add_argument("--verbose", action="store_true")
     args = p.parse_args(argv)
     args.export = [e.strip() for e in args.export.split(",") if e.strip()]
@@ -237,11 +243,18 @@ def main(argv=None) -> int:
         (console if console.is_terminal else Console(stderr=True, width=160)).print(round_table(history, comp.scale))
 
     comp = Compressor(settings, args.out, on_round, [RichProgress(log, "fine-tune")])
+    outputs = list(OUTPUTS) + (sorted(p.name for p in args.out.glob("round_*")) if args.out.is_dir() else [])
+    with claim_run_dir(args.out, outputs=outputs, resume=args.resume, overwrite=args.overwrite,
+                       resume_from="options.json", tool="compression"):
+        return _run(args, log, comp, sys.argv[1:] if argv is None else argv)
+
+
+def _run(args, log, comp: Compressor, argv: list[str]) -> int:
     t0 = time.perf_counter()
     history = comp.run()
     final = comp.round_dir(history[-1].round) / "model.pt"
-    report = {"command": "python tools/compress.py " + " ".join(shlex.quote(a) for a in (
-        sys.argv[1:] if argv is None else argv)), "settings": comp.s.key(),
+    report = {"command": "python tools/compress.py " + " ".join(shlex.quote(a) for a in argv),
+              "settings": comp.s.key(),
         "runtime": runtime_state().as_dict() if runtime_state() else None, "threads": args.threads,
         "rounds": [r.as_dict() for r in history], "final": history[-1].as_dict()}
     base, last = history[0], history[-1]

@@ -1,75 +1,134 @@
 #!/usr/bin/env python
-"""Derive a genotype from a search: its checkpoint's alphas and betas -> genotype YAML.
+"""Derive a genotype from a search: its checkpoint's alphas and betas -> genotype YAML + collapse report.
 
-Rules (nas/derive.py): per distillation stage the op with the largest alpha; per cell k >= 3 the two
-earlier cells with the largest betas. `--exclude identity` forbids an op (DARTS excludes its zero op;
-this space has none, and identity is a real op here, so nothing is excluded by default).
+Rules: `--method argmax` (nas/derive.py): per distillation stage the op with the largest alpha; per cell
+k >= 3 the two earlier cells with the largest betas. `--method perturbation` (nas/select.py, Wang et al.
+ICLR 2021): per edge the op whose removal from the supernet's mixture raises the validation loss most,
+per cell the two inputs whose removal hurts most (needs the search's training images). `--exclude
+identity` forbids an op (DARTS excludes its zero op; this space has none, and identity is a real op
+here, so nothing is excluded by default). The collapse report (nas/report.py) is written next to the
+genotype (`<out stem>.report.json`) and printed.
 
 Examples:
   python tools/derive.py runs/search/smoke --out genotype.yaml
   python tools/derive.py runs/search/smoke/checkpoint.pt --out g.yaml --exclude identity
   python tools/derive.py runs/search/quick --out g.yaml --step 200      # from alpha_history.jsonl at step 200
+  python tools/derive.py runs/search/quick --out g.yaml --method perturbation --tune-steps 10
 """
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 from pathlib import Path
 
 import torch
 from common import console, run_cli, setup_logging
 
 from nas.config import SearchConfig
-from nas.derive import TOP_K, derive_genotype, describe
-from nas.search import CHECKPOINT, HISTORY
+from nas.cost import op_param_counts
+from nas.derive import derive_genotype, describe
+from nas.report import collapse_report, format_report
+from nas.search import CHECKPOINT, HISTORY, atomic_save_json, load_search, temperature
 from search_spaces.genotype import dump_genotype, save_genotype
 from srcore.checkpoint import CheckpointError, load_file
 from srcore.config import from_dict
+from srcore.jsonl import read_jsonl
+from srcore.rundir import check_output_file
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("source", type=Path, help="search output folder or its checkpoint.pt")
     p.add_argument("--out", type=Path, required=True, help="genotype YAML file to write")
-    p.add_argument("--top-k", type=int, default=TOP_K, help=f"inputs kept per cell k >= 3 (genotype v1: {TOP_K})")
-    p.add_argument("--exclude", nargs="+", default=[], metavar="OP", help="ops the argmax may not pick")
-    p.add_argument("--step", type=int, help="derive from alpha_history.jsonl at this logged step instead")
+    p.add_argument("--method", choices=("argmax", "perturbation"), help="default: the search's derive.method")
+    p.add_argument("--exclude", nargs="+", metavar="OP", help="ops the derivation may not pick")
+    p.add_argument("--step", type=int, help="argmax from alpha_history.jsonl at this logged step instead")
+    p.add_argument("--eval-batches", type=int, help="perturbation: validation batches per measurement")
+    p.add_argument("--tune-steps", type=int, help="perturbation: weight steps after each decided edge")
+    p.add_argument("--device", help="perturbation: cpu, cuda, ...")
     return p.parse_args(argv)
 
 
-def read_search(source: Path) -> tuple[SearchConfig, torch.Tensor, list[torch.Tensor], int, Path]:
-    """The config, alphas, betas and step of a search checkpoint (a folder or the file itself)."""
+def read_search(source: Path) -> tuple[dict, SearchConfig, Path]:
+    """The checkpoint and config of a search (a folder or the checkpoint file itself)."""
     path = source / CHECKPOINT if source.is_dir() else source
     ckpt = load_file(path)
     if not isinstance(ckpt, dict) or "search_state" not in ckpt:
         raise CheckpointError(f"{path}: not a search checkpoint (written by tools/search.py)")
-    cfg = from_dict(SearchConfig, ckpt["config"], str(path))
-    sd = ckpt["state_dict"]
-    betas = [sd[f"betas.{i}"] for i in range(cfg.space.num_cells - 2)]
-    return cfg, sd["alphas"], betas, int(ckpt["step"]), path
+    return ckpt, from_dict(SearchConfig, ckpt["config"], str(path)), path
 
 
-def history_at(path: Path, step: int) -> tuple[torch.Tensor, list[torch.Tensor]]:
+def history_at(path: Path, step: int) -> dict:
     if not path.is_file():
         raise ValueError(f"{path}: no alpha history to read step {step} from")
-    for line in path.read_text().splitlines():
-        entry = json.loads(line) if line.strip() else None
-        if entry and entry["step"] == step:
-            return torch.tensor(entry["alpha"]), [torch.tensor(b) for b in entry["beta"]]
+    for entry in read_jsonl(path, need=("step", "alpha", "beta")):
+        if entry["step"] == step:
+            return entry
     raise ValueError(f"{path}: step {step} was not logged")
+
+
+def check_exclude(exclude: list[str], ops: tuple[str, ...]) -> None:
+    """--exclude must name ops of the search and leave at least one."""
+    unknown = [o for o in exclude if o not in ops]
+    if unknown:
+        raise ValueError(f"--exclude {unknown[0]}: not an op of this search (ops: {', '.join(ops)})")
+    if not [o for o in ops if o not in exclude]:
+        raise ValueError(f"--exclude {' '.join(exclude)}: excludes every op of the search ({', '.join(ops)}); "
+                         "at least one must stay")
+
+
+def argmax_derive(ckpt: dict, cfg: SearchConfig, path: Path, step: int | None):
+    """The argmax genotype and its report, from the checkpoint or a logged step (no data needed)."""
+    total = int(ckpt["total_steps"])
+    if step is None:
+        sd, step = ckpt["state_dict"], int(ckpt["step"])
+        alphas, betas = sd["alphas"], [sd[f"betas.{i}"] for i in range(cfg.space.num_cells - 2)]
+        tau = temperature(cfg, step, total // cfg.loop.epochs, total)
+    else:
+        entry = history_at(path.parent / HISTORY, step)
+        try:
+            alphas, betas = torch.tensor(entry["alpha"]), [torch.tensor(b) for b in entry["beta"]]
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise ValueError(f"{path.parent / HISTORY}: step {step}: alpha/beta are not numeric arrays ({e})") from None
+        tau = entry.get("tau", 1.0)
+    g = derive_genotype(alphas, betas, cfg.space, exclude=cfg.derive.exclude)
+    table = ckpt["search_state"].get("cost_table")
+    params = op_param_counts(cfg.space.ops, cfg.space.channels)
+    costs, unit = (table["ops"], table["unit"]) if table else (params, "params")
+    chosen = [op for k in range(1 if g.cell is not None else g.num_cells) for op in g.cell_ops(k + 1)]
+    report = collapse_report(torch.softmax(alphas.double() / tau, dim=-1), betas, cfg.space, costs, params,
+                             decided_prob=cfg.loop.decided_prob, chosen=chosen, inputs=g.inputs, cost_unit=unit)
+    return g, {**report, "method": "argmax", "step": step}
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    check_output_file(args.out, "--out")
     log = setup_logging()
-    cfg, alphas, betas, step, path = read_search(args.source)
-    if args.step is not None:
-        alphas, betas = history_at(path.parent / HISTORY, args.step)
-        step = args.step
-    g = derive_genotype(alphas, betas, cfg.space, top_k=args.top_k, exclude=tuple(args.exclude))
+    ckpt, cfg, path = read_search(args.source)
+    if args.exclude is not None:
+        check_exclude(args.exclude, tuple(cfg.space.ops))
+    d = cfg.derive
+    d = dataclasses.replace(d, method=args.method or d.method,
+                            exclude=tuple(args.exclude) if args.exclude is not None else d.exclude,
+                            eval_batches=args.eval_batches or d.eval_batches,
+                            tune_steps=args.tune_steps if args.tune_steps is not None else d.tune_steps)
+    cfg = dataclasses.replace(cfg, derive=d)  # re-checked: an excluded op must be in the space
+    if d.method == "perturbation":
+        if args.step is not None:
+            raise ValueError("--step derives by argmax from the alpha history; perturbation needs the checkpoint")
+        g, report = load_search(path, cfg, args.device).derive()
+        report["step"] = int(ckpt["step"])
+    else:
+        g, report = argmax_derive(ckpt, cfg, path, args.step)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_genotype(g, args.out)
-    log.info(f"{path} step {step}: {describe(g)}; wrote {args.out}")
+    report_path = args.out.with_name(args.out.stem + ".report.json")
+    atomic_save_json(report, report_path)
+    console.print(format_report(report), highlight=False, markup=False)
+    for warning in report["warnings"]:
+        log.warning(warning)
+    log.info(f"{path} step {report['step']} ({d.method}): {describe(g)}; wrote {args.out} and {report_path}")
     console.print(dump_genotype(g), highlight=False, markup=False)
     return 0
 

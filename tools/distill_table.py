@@ -1,13 +1,17 @@
 #!/usr/bin/env python
 """Measure what distillation buys: one student, one teacher, the same step budget, seven methods.
 
-Trains the DLSR x2 genotype at C=24 from scratch on T91 with each method of configs/train/kd_*.yaml
-(no KD, output KD, FitNet, FACD, LSFD, DUKD, DIPNet's recipe; teacher RLFN x2), for --steps steps and
-each of --seeds, scores the last weights on Set5/Set14/B100 at x2 (Y PSNR/SSIM, srcore's metrics), and
-writes a markdown table (--doc, default docs/results.md) and the raw numbers (--json). Finished runs in
---out are reused and interrupted ones resumed, so the command can be re-run after a stop.
+Trains the t291 student (search_spaces/genotypes/rfdn_c32_x2.yaml: 4 cells, C=32, a bicubic image-space skip,
+so every run starts at bicubic) on T91 + BSD200 at x2 with each method of configs/train/kd_*.yaml (no KD,
+output KD, FitNet, FACD, LSFD, DUKD, DIPNet's recipe; teacher RLFN-S x2, official weights by name) for
+--steps steps and each of --seeds, scores the final (EMA) weights on Set5/Set14/B100 (Y PSNR/SSIM,
+srcore's metrics) and writes a markdown table (--doc, default docs/results.md) and the raw numbers (--json).
 
-  python tools/distill_table.py --steps 2000 --seeds 0 1 2 --out runs/distill_table
+Resumable: each finished run leaves OUT/<method>/seed<k>/result.json and is skipped next time (if its
+config is the same); an interrupted run resumes from its last.pt. So it can run in the background and be
+restarted after a stop. --jobs N trains N runs at once in separate processes (each with --threads threads).
+
+  python tools/distill_table.py --steps 1200 --seeds 0 1 --jobs 2 --threads 1 --out runs/distill_table
   python tools/distill_table.py --steps 20 --seeds 0 --out /tmp/t --doc /tmp/t/results.md   # a dry run
 """
 from __future__ import annotations
@@ -16,30 +20,40 @@ import argparse
 import dataclasses
 import datetime
 import json
+import logging
 import math
+import multiprocessing
 import os
 import platform
 import statistics
+import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
-from common import CONFIGS, REPO, console, run_cli, setup_logging
-from train import RichProgress
+from common import CONFIGS, REPO, console, run_cli, setup_logging, setup_runtime
+from train import OUTPUTS as TRAIN_OUTPUTS
 
+import search_spaces  # noqa: F401  (registers genotype specs)
 from distill.config import TrainConfig
-from distill.pretrained import load_pretrained
-from distill.trainer import Trainer
+from distill.teachers import load_named
+from distill.trainer import Callback, Trainer
 from srcore.checkpoint import read_checkpoint
 from srcore.config import load_config, to_dict
 from srcore.cost import count_params
 from srcore.data import BenchmarkSet
 from srcore.evaluation import evaluate_bicubic, evaluate_model
 from srcore.modelspec import load_checkpoint_model
+from srcore.paths import SHARED_VAR
+from srcore.rundir import check_output_file, claim_run_dir
 
 METHODS = ("none", "output", "fitnet", "facd", "lsfd", "dukd", "dipnet")
 LABELS = {"none": "no KD", "output": "output KD", "fitnet": "FitNet", "facd": "FACD", "lsfd": "LSFD",
           "dukd": "DUKD", "dipnet": "DIPNet recipe"}
 SETS = ("Set5", "Set14", "B100")
+# relative s/step of each method measured on a 2-core CPU; only orders the runs (longest first)
+COST_HINT = {"none": 1.0, "output": 1.5, "fitnet": 1.7, "lsfd": 1.8, "facd": 2.1, "dipnet": 3.5, "dukd": 3.6}
+TEACHER = "rlfn_s_x2"
 PAPERS = {
     "none": "The baseline: the student trained on the ground truth alone (L1), with the same data, optimizer, "
             "schedule and number of steps as every other row.",
@@ -47,8 +61,8 @@ PAPERS = {
               "truth, the student's SR is pulled (L1) towards the frozen teacher's SR of the same LR patch.",
     "fitnet": "FitNet (Romero et al., \"FitNets: Hints for Thin Deep Nets\", ICLR 2015): intermediate student "
               "features, mapped to the teacher's width by a learned 1x1 adapter, regress the teacher's features "
-              "at matching depths (L2; both standardized per channel here), cells B2/B4/B6 of the student "
-              "against RLFN blocks 2/4/6.",
+              "at matching relative depths (L2; both standardized per channel here), cells B2/B4 of the "
+              "student against RLFN-S blocks 3/6.",
     "facd": "FACD (Moon et al., \"Feature-domain Adaptive Contrastive Distillation for Efficient Single Image "
             "Super-Resolution\", IEEE Access 2023), as implemented here: a contrastive loss in the feature domain "
             "whose positive is the teacher's feature of the same patch and whose negatives are its features of "
@@ -67,7 +81,7 @@ PAPERS = {
     "dipnet": "DIPNet's training recipe (Yu et al., \"DIPNet: Efficiency Distillation and Iterative Pruning "
               "for Image Super-Resolution\", CVPR Workshops 2023, NTIRE 2023 ESR): the teacher-enhanced HR "
               "(the teacher's SR of the HR patch, bicubic-downscaled back) as an extra target, multi-anchor "
-              "distillation (output KD from several teacher checkpoints, here RLFN x2 and RLFN-S x2), and "
+              "distillation (output KD from several teacher checkpoints, here RLFN-S x2 and RLFN x2), and "
               "progressive learning (a first stage on smaller patches, then larger patches with more weight on "
               "the ground truth). Its re-parameterization and pruning stages are not part of this table.",
 }
@@ -75,31 +89,34 @@ PAPERS = {
 
 def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=2000, help="training steps per run (the same for every method)")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; each method is trained once per seed")
+    p.add_argument("--steps", type=int, default=1200, help="training steps per run (the same for every method)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="seeds; each method is trained once per seed")
     p.add_argument("--out", type=Path, default=Path("runs/distill_table"), help="run folders and checkpoints")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
-    p.add_argument("--shared", type=Path, default=Path(os.environ.get("SRNAS_SHARED", REPO.parent / "shared")),
-                   help="folder with data/ and teachers/ (replaces '../shared' in the configs)")
+    p.add_argument("--teacher", default=TEACHER,
+                   help="registered x2 teacher weights (the first anchor of every KD method; feature methods tap "
+                        "RLFN blocks 3/6, so they need an RLFN-family teacher)")
+    p.add_argument("--shared", type=Path, help=f"folder with data/ and teachers/ (default ${SHARED_VAR} or ../shared)")
     p.add_argument("--doc", type=Path, default=REPO / "docs" / "results.md", help="markdown table to write")
     p.add_argument("--json", type=Path, help="raw results (default: the --doc path with .json)")
+    p.add_argument("--jobs", type=int, default=1, help="runs trained at once, each in its own process")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace run folders that hold a run with another config (another --steps, ...)")
     p.add_argument("--threads", type=int, default=1,
-                   help="torch threads (default 1: on a shared CPU, spinning OpenMP threads make small convs slow)")
+                   help="torch threads per run (default 1: on a shared CPU, spinning OpenMP threads make small "
+                        "convs slow; use --jobs to fill the cores)")
     return p.parse_args(argv)
 
 
-def method_config(method: str, steps: int, seed: int, shared: Path) -> TrainConfig:
-    """configs/train/kd_<method>.yaml at this budget and seed, with ../shared paths pointing at `shared`."""
+def method_config(method: str, steps: int, seed: int, teacher: str = TEACHER) -> TrainConfig:
+    """configs/train/kd_<method>.yaml at this budget and seed (stage starts and warm-up scaled to the budget),
+    with `teacher` as the first anchor."""
     base = load_config(TrainConfig, CONFIGS / "train" / f"kd_{method}.yaml")
-
-    def local(p: str | None) -> str | None:
-        return str(shared / p[len("../shared/"):]) if p and p.startswith("../shared/") else p
-
     stages = [dataclasses.replace(st, start=max(1, round(st.start * steps / base.loop.steps))) for st in base.stages]
+    anchors = [dataclasses.replace(t, name=teacher) if i == 0 else t for i, t in enumerate(base.teacher)]
     return dataclasses.replace(
-        base, data=dataclasses.replace(base.data, train=local(base.data.train)),
-        teacher=[dataclasses.replace(t, weights=local(t.weights)) for t in base.teacher], stages=stages,
+        base, stages=stages, teacher=anchors,
         schedule=dataclasses.replace(base.schedule, warmup_steps=min(base.schedule.warmup_steps, steps // 10)),
         loop=dataclasses.replace(base.loop, steps=steps, seed=seed, log_every=max(1, min(base.loop.log_every, steps))))
 
@@ -112,32 +129,98 @@ def score(model, sets: list[BenchmarkSet], device) -> dict:
     return out
 
 
-def run_one(method: str, seed: int, args, sets, log) -> dict:
-    cfg = method_config(method, args.steps, seed, args.shared)
-    run_dir = args.out / method / f"seed{seed}"
+class LogLines(Callback):
+    """One log line per log interval (no progress bar: several runs may share the terminal)."""
+
+    def __init__(self, label: str):
+        self.label, self.log = label, logging.getLogger("srnas")
+
+    def on_log(self, trainer, step, record):
+        self.log.info(f"[{self.label}] step {step}/{trainer.cfg.loop.steps}  loss {record['loss/total']:.4g}  "
+                      f"({record['s_per_step']:.3f} s/step)")
+
+
+def run_one(method: str, seed: int, steps: int, teacher: str, out: Path, device: str, threads: int,
+            overwrite: bool = False) -> dict:
+    """Train (or resume, or reuse) one run and score its final weights; the row of the table."""
+    torch.set_num_threads(threads)
+    t_run = time.perf_counter()
+    log = logging.getLogger("srnas")
+    cfg = method_config(method, steps, seed, teacher)
+    run_dir = out / method / f"seed{seed}"
+    done = run_dir / "result.json"
+    if done.exists():
+        row = json.loads(done.read_text())
+        if row.get("config") == to_dict(cfg):
+            log.info(f"{LABELS[method]} seed {seed}: finished before, reused ({done})")
+            return row
     last = run_dir / "last.pt"
-    prev = read_checkpoint(last) if last.exists() else None
-    same = prev is not None and prev["config"] == to_dict(cfg)
-    if not (same and prev["step"] == args.steps):  # reuse a finished run, resume an interrupted one
-        Trainer(cfg, run_dir, args.device, [RichProgress(log, f"{LABELS[method]} seed {seed}")]).fit(resume=same)
+    # one writer per run folder; a run with another config (e.g. another --steps) is replaced only with --overwrite
+    label = f"{LABELS[method]} seed {seed}"
+    with claim_run_dir(run_dir, outputs=TRAIN_OUTPUTS + ("result.json",), resume=True, tool="training"):
+        prev = read_checkpoint(last) if last.exists() else None
+        same = prev is not None and prev["config"] == to_dict(cfg)
+        if prev is not None and not same:
+            if not overwrite:
+                raise ValueError(f"{run_dir} holds a {method} run with another config (e.g. another --steps); "
+                                 "pass --overwrite to replace it, or choose another --out")
+            for name in TRAIN_OUTPUTS:
+                (run_dir / name).unlink(missing_ok=True)
+        if not (same and prev["step"] == steps):  # reuse a finished run, resume an interrupted one
+            Trainer(cfg, run_dir, device, [LogLines(label)]).fit(resume=same)
     ck = read_checkpoint(last)
     train_s = float(ck["train_state"]["train_s"])
-    model, _ = load_checkpoint_model(last, args.device)
+    model, _ = load_checkpoint_model(last, device)
+    t0 = time.perf_counter()
+    sets = [BenchmarkSet(f"${{{SHARED_VAR}}}/data/{s}", 2) for s in SETS]
     row = {"method": method, "seed": seed, "steps": int(ck["step"]), "train_s": train_s,
            "s_per_step": train_s / max(1, int(ck["step"])), "terms": [f"{t.kind}:{t.weight:g}" for t in cfg.loss],
-           "params": count_params(model), "sets": score(model, sets, args.device)}
-    mean = statistics.fmean(v["psnr_y"] for v in row["sets"].values())
-    log.info(f"{LABELS[method]} seed {seed}: mean PSNR-Y {mean:.3f} dB, {train_s:.0f} s of training "
+           "params": count_params(model), "sets": score(model, sets, device), "config": to_dict(cfg)}
+    row["eval_s"] = time.perf_counter() - t0
+    row["run_s"] = time.perf_counter() - t_run  # data loading, training and evaluation (if trained now)
+    log.info(f"{label}: mean PSNR-Y {mean_psnr(row):.3f} dB, {train_s:.0f} s of training "
              f"({row['s_per_step']:.3f} s/step)")
+    done.write_text(json.dumps(row, indent=2) + "\n")
     return row
 
 
-def references(args, sets, log) -> dict:
-    teacher = load_pretrained("rlfn", args.shared / "teachers" / "rlfn_x2.pth", 2, args.device)
-    refs = {"teacher RLFN x2": score(teacher, sets, args.device)}
+def _worker_init(shared: str) -> None:
+    os.environ[SHARED_VAR] = shared
+    setup_logging()
+
+
+def references(teacher: str, device) -> dict:
+    sets = [BenchmarkSet(f"${{{SHARED_VAR}}}/data/{s}", 2) for s in SETS]
+    refs = {f"teacher {teacher}": score(load_named(teacher, 2, device), sets, device)}
     refs["bicubic"] = {ds.name: {"psnr_y": (r := evaluate_bicubic(ds)).psnr_y, "ssim_y": r.ssim_y} for ds in sets}
-    log.info("scored the references (teacher, bicubic)")
     return refs
+
+
+# --- statistics ----------------------------------------------------------------------------------------------
+
+
+def mean_psnr(row: dict) -> float:
+    return statistics.fmean(v["psnr_y"] for v in row["sets"].values())
+
+
+def noise_level(by: dict[str, list[dict]]) -> float | None:
+    """The seed-to-seed standard deviation of one run's mean PSNR, pooled over methods (None with one seed)."""
+    var = [(len(rs) - 1, statistics.variance([mean_psnr(r) for r in rs])) for rs in by.values() if len(rs) > 1]
+    dof = sum(d for d, _ in var)
+    return math.sqrt(sum(d * v for d, v in var) / dof) if dof else None
+
+
+def gains(by: dict[str, list[dict]]) -> dict[str, list[float]]:
+    """Per method, the paired (same seed) differences of mean PSNR to no KD."""
+    base = {r["seed"]: mean_psnr(r) for r in by.get("none", [])}
+    return {m: [mean_psnr(r) - base[r["seed"]] for r in rs if r["seed"] in base] for m, rs in by.items()}
+
+
+def estimate_hours(s_per_step: dict[str, float], overhead_s: float, steps: int, seeds: int, jobs: int) -> float:
+    """Wall hours of a full table from measured seconds per step and per-run overhead (data loading and
+    evaluation), `jobs` runs at a time."""
+    total = sum(seeds * (steps * s + overhead_s) for s in s_per_step.values())
+    return total / max(1, jobs) / 3600
 
 
 # --- the markdown --------------------------------------------------------------------------------------------
@@ -148,63 +231,78 @@ def _ms(xs: list[float], nd: int) -> str:
     return f"{m:.{nd}f}" + (f" ± {statistics.stdev(xs):.{nd}f}" if len(xs) > 1 else "")
 
 
-def mean_psnr(row: dict) -> float:
-    return statistics.fmean(v["psnr_y"] for v in row["sets"].values())
-
-
 def render(results: dict) -> str:
     rows, refs, meta = results["runs"], results["references"], results["meta"]
     methods = [m for m in METHODS if any(r["method"] == m for r in rows)]
     by = {m: [r for r in rows if r["method"] == m] for m in methods}
     seeds = sorted({r["seed"] for r in rows})
-    base = {r["seed"]: mean_psnr(r) for r in by.get("none", [])}
+    d = gains(by)
+    sigma = noise_level(by)
+    n = len(seeds)
+    threshold = 2 * sigma * math.sqrt(2 / n) if sigma is not None else None
+    base_s = statistics.fmean(r["s_per_step"] for r in by["none"]) if "none" in by else None
     lines = [
-        "# What distillation buys a searched student",
+        "# What distillation buys a small student",
         "",
         f"Generated by `{meta['command']}` on {meta['date']} (torch {meta['torch']}, {meta['cpu']}, "
-        f"{meta['threads']} thread(s)). Do not edit by hand: re-run the command.",
+        f"{meta['jobs']} run(s) at a time, {meta['threads']} thread(s) each; wall time of the command "
+        f"{meta['wall_s'] / 3600:.2f} h). Do not edit by hand: re-run the command.",
         "",
-        f"Student: the `dlsr_x2` genotype at C=24 ({rows[0]['params']:,} parameters), trained from scratch on T91 "
-        f"(HR patches 64, batch 16, Adam 5e-4 with cosine decay, gradient clipping 1) for **{meta['steps']} steps** "
-        f"per run, seeds {', '.join(map(str, seeds))}. Teacher: RLFN x2 with its official weights, frozen. "
-        "Scores: PSNR/SSIM on Y at x2 (border 2 shaved, SR rounded to 8 bits) of the last weights, "
-        "on Set5 / Set14 / B100. Time: training wall time per run (teacher passes included, evaluation excluded).",
+        f"Student: the `rfdn_c32_x2` genotype (4 cells, C=32, bicubic image-space skip, "
+        f"{rows[0]['params']:,} parameters; it starts at bicubic), trained on T91 + BSD200 (HR patches 64, "
+        f"batch 16, Adam 2e-3, 50 warm-up steps then cosine, gradient clipping 1, EMA 0.999) for "
+        f"**{meta['steps']} steps** per run, seeds {', '.join(map(str, seeds))}. Teacher: `{meta['teacher']}` "
+        "(official weights, frozen). Scores: PSNR/SSIM on Y at x2 (border 2 shaved, SR rounded to 8 bits) of the "
+        "final EMA weights on Set5 / Set14 / B100, mean ± standard deviation over the seeds. Δ: mean PSNR over "
+        "the three sets minus no KD's with the same seed. Time: training wall time per run (teacher passes "
+        "included, evaluation excluded); cost: s/step relative to no KD; gain per compute: Δ per hour of the "
+        "method's training.",
         "",
         "| method | Set5 PSNR / SSIM | Set14 PSNR / SSIM | B100 PSNR / SSIM | Δ mean PSNR vs no KD (dB) "
-        "| train time (s) | s/step | steps |",
-        "|---|---|---|---|---|---|---|---|",
+        "| s/step | cost vs no KD | gain per compute (dB/h) | verdict |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
+    verdicts = {}
     for m in methods:
         rs = by[m]
         cells = [f"{_ms([r['sets'][s]['psnr_y'] for r in rs], 2)} / {_ms([r['sets'][s]['ssim_y'] for r in rs], 4)}"
                  for s in SETS if s in rs[0]["sets"]]
-        deltas = [mean_psnr(r) - base[r["seed"]] for r in rs if r["seed"] in base]
-        delta = "—" if m == "none" or not deltas else _ms(deltas, 3)
-        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + f" | {delta} | {_ms([r['train_s'] for r in rs], 0)} "
-                     f"| {_ms([r['s_per_step'] for r in rs], 3)} | {rs[0]['steps']} |")
+        sps = statistics.fmean(r["s_per_step"] for r in rs)
+        cost = f"{sps / base_s:.2f}x" if base_s else "—"
+        if m == "none" or not d[m]:
+            delta = per_h = verdict = "—"
+        else:
+            g = statistics.fmean(d[m])
+            delta = _ms(d[m], 3)
+            per_h = f"{g / (statistics.fmean(r['train_s'] for r in rs) / 3600):+.2f}"
+            if threshold is None:
+                verdict = "noise not measured (one seed)"
+            elif abs(g) <= threshold:
+                verdict = "within noise"
+            else:
+                verdict = "gain" if g > 0 else "loss"
+            verdicts[m] = (g, verdict)
+        lines.append(f"| {LABELS[m]} | " + " | ".join(cells) + f" | {delta} | {sps:.3f} | {cost} | {per_h} "
+                     f"| {verdict} |")
     for name, sc in refs.items():
         cells = [f"{sc[s]['psnr_y']:.2f} / {sc[s]['ssim_y']:.4f}" for s in SETS if s in sc]
-        lines.append(f"| *{name}* | " + " | ".join(cells) + " | | | | |")
-    lines += ["", "## What the numbers say at this budget (generated)", ""]
-    spread = [statistics.stdev([mean_psnr(r) for r in by[m]]) for m in methods if len(by[m]) > 1]
-    noise = max(statistics.fmean(spread), 0.01) if spread else 0.05
-    how = (f"the mean seed-to-seed spread of the mean PSNR ({noise:.3f} dB)" if spread else
-           "0.05 dB (one seed only, so the run-to-run noise is not measured; treat small differences as noise)")
-    lines.append(f"A difference counts as a gain or a loss only when it exceeds {how}.")
+        lines.append(f"| *{name}* | " + " | ".join(cells) + " | | | | | |")
+    lines += ["", "## Which gains are real (generated)", ""]
+    if sigma is None:
+        lines.append("One seed only: the run-to-run noise is not measured, so no difference below can be called "
+                     "a gain; re-run with two or more seeds.")
+    else:
+        lines.append(f"Run-to-run noise: the seed-to-seed standard deviation of a run's mean PSNR, pooled over the "
+                     f"methods, is σ = {sigma:.3f} dB. A Δ averaged over {n} paired seeds then has a standard "
+                     f"deviation of about σ·√(2/{n}) = {sigma * math.sqrt(2 / n):.3f} dB, and counts as a gain or "
+                     f"a loss only beyond twice that, {threshold:.3f} dB (about 95% for normal noise; with "
+                     f"{n} seeds, σ itself is a rough estimate).")
     lines.append("")
-    for m in methods:
-        if m == "none" or not base:
-            continue
-        d = statistics.fmean(mean_psnr(r) - base[r["seed"]] for r in by[m] if r["seed"] in base)
-        verdict = ("helps" if d > noise else "hurts" if d < -noise else "does not help measurably")
-        slower = (statistics.fmean(r["s_per_step"] for r in by[m])
-                  / statistics.fmean(r["s_per_step"] for r in by["none"]))
-        lines.append(f"- {LABELS[m]}: {d:+.3f} dB mean PSNR over the three sets against no KD: it {verdict} at "
-                     f"{meta['steps']} steps; a step costs {slower:.1f}x a no-KD step.")
-    lines += ["", "Untuned: the feature terms (FitNet, FACD, LSFD) compare standardized features, with weights set "
-              "so that each term's initial gradient on the student is about a quarter of L1's (measured on one "
-              "batch at initialisation); output-level terms have weight 1 (DIPNet's enhanced HR 0.5). No weight "
-              "was tuned on these benchmarks, and a longer budget may rank the methods differently.", "",
+    for m, (g, verdict) in verdicts.items():
+        lines.append(f"- {LABELS[m]}: {g:+.3f} dB against no KD at {meta['steps']} steps: **{verdict}**.")
+    lines += ["", "Untuned: the feature terms (FitNet, FACD, LSFD) compare standardized features, with the weights "
+              "of the previous table; output-level terms have weight 1 (DIPNet's enhanced HR 0.5). No weight was "
+              "tuned on these benchmarks, and another budget may rank the methods differently.", "",
               "## The methods", ""]
     for m in methods:
         lines += [f"**{LABELS[m]}** (`configs/train/kd_{m}.yaml`). {PAPERS[m]}", ""]
@@ -213,29 +311,53 @@ def render(results: dict) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    setup_runtime(args)
     log = setup_logging()
-    torch.set_num_threads(args.threads)
+    if args.shared:
+        os.environ[SHARED_VAR] = str(args.shared.resolve())
+    t_start = time.perf_counter()
     json_path = args.json or args.doc.with_suffix(".json")
-    sets = [BenchmarkSet(args.shared / "data" / s, 2) for s in SETS]
-    results = {"meta": {"steps": args.steps, "seeds": args.seeds, "date": datetime.date.today().isoformat(),
-                        "torch": torch.__version__, "threads": args.threads,
-                        "cpu": f"{platform.machine()} x{os.cpu_count()}",
-                        "command": "python tools/distill_table.py --steps {} --seeds {}".format(
-                            args.steps, " ".join(map(str, args.seeds)))},
+    check_output_file(args.doc, "--doc")
+    check_output_file(json_path, "--json")
+    command = (f"python tools/distill_table.py --steps {args.steps} --seeds {' '.join(map(str, args.seeds))} "
+               f"--jobs {args.jobs} --threads {args.threads}"
+               + (f" --teacher {args.teacher}" if args.teacher != TEACHER else ""))
+    results = {"meta": {"steps": args.steps, "seeds": args.seeds, "teacher": args.teacher,
+                        "date": datetime.date.today().isoformat(), "torch": torch.__version__,
+                        "threads": args.threads, "jobs": args.jobs,
+                        "cpu": f"{platform.machine()} x{os.cpu_count()}", "command": command},
                "runs": [], "references": {}}
     args.out.mkdir(parents=True, exist_ok=True)
     json_path.parent.mkdir(parents=True, exist_ok=True)
-    for seed in args.seeds:
-        for m in args.methods:
-            results["runs"].append(run_one(m, seed, args, sets, log))
-            json_path.write_text(json.dumps(results, indent=2) + "\n")
-    results["references"] = references(args, sets, log)
+    # the most expensive runs first, so parallel jobs finish together
+    todo = sorted(((m, seed) for seed in args.seeds for m in args.methods), key=lambda r: -COST_HINT[r[0]])
+    job = (args.steps, args.teacher, args.out, args.device, args.threads, args.overwrite)
+    if args.jobs > 1:
+        ctx = multiprocessing.get_context("spawn")
+        shared = os.environ.get(SHARED_VAR, "")
+        with ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=_worker_init, initargs=(shared,)) as pool:
+            futures = [pool.submit(run_one, m, seed, *job) for m, seed in todo]
+            rows = [f.result() for f in futures]
+    else:
+        rows = [run_one(m, seed, *job) for m, seed in todo]
+    results["runs"] = [{k: v for k, v in r.items() if k != "config"} for r in rows]
+    results["references"] = references(args.teacher, args.device)
+    by = {m: [r for r in rows if r["method"] == m] for m in args.methods}
+    sps = {m: statistics.fmean(r["s_per_step"] for r in rs) for m, rs in by.items()}
+    overhead_s = statistics.fmean(r.get("run_s", r["train_s"]) - r["train_s"] for r in rows)
+    results["meta"]["wall_s"] = time.perf_counter() - t_start
+    results["meta"]["s_per_step"] = sps
+    for steps in sorted({args.steps, 1000, 1200, 1500}):
+        measured = ", ".join(f"{m} {s:.3f}" for m, s in sps.items())
+        log.info(f"estimated wall time of --steps {steps} --seeds 0 1 with --jobs {args.jobs}: "
+                 f"{estimate_hours(sps, overhead_s, steps, 2, args.jobs):.2f} h (from this run's s/step: {measured}; "
+                 f"{overhead_s:.0f} s per run besides training)")
     json_path.write_text(json.dumps(results, indent=2) + "\n")
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text(render(results) + "\n")
     console.print(args.doc.read_text(), highlight=False, markup=False)
     log.info(f"wrote {args.doc} and {json_path}")
-    return 0 if all(math.isfinite(mean_psnr(r)) for r in results["runs"]) else 1
+    return 0 if all(math.isfinite(mean_psnr(r)) for r in rows) else 1
 
 
 if __name__ == "__main__":

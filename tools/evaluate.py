@@ -21,15 +21,20 @@ import time
 from pathlib import Path
 
 import torch
-from common import console, progress, run_cli, setup_logging
+from common import console, progress, run_cli, setup_logging, setup_runtime
 from rich.table import Table
+from rich.text import Text
 
+import search_spaces  # noqa: F401  (registers the builder of genotype checkpoints)
 from distill import zoo
 from srcore.checkpoint import load_strict, read_state_dict
 from srcore.data import BenchmarkSet, check_scale
 from srcore.evaluation import evaluate_bicubic, evaluate_model
 from srcore.imageio import write_png
+from srcore.layers import min_input_size
 from srcore.modelspec import load_checkpoint_model, spec_scale
+from srcore.rundir import check_output_dir, check_output_file
+from srcore.tiling import check_tiling
 
 
 def parse_args(argv):
@@ -45,8 +50,10 @@ def parse_args(argv):
     p.add_argument("--data", nargs="+", required=True,
                    help="benchmark folders (HR/ + LR_bicubic/X{s}/, DIV2K layout, or HR-only), or 'builtin'")
     p.add_argument("--self-ensemble", action="store_true", help="x8 geometric self-ensemble")
-    p.add_argument("--tile", type=int, default=0, help="LR tile size for large images (0: whole image)")
-    p.add_argument("--tile-overlap", type=int, default=16, help="LR pixels of overlap around each tile")
+    p.add_argument("--tile", type=int, default=0,
+                   help="LR window size for large images, blended where windows overlap (0: whole image)")
+    p.add_argument("--tile-overlap", type=int, default=32,
+                   help="LR pixels two neighbouring windows share (< tile / 2; see srcore/tiling.py)")
     p.add_argument("--round-y", action="store_true", help="round Y to 8 bits before scoring (some MATLAB scripts)")
     p.add_argument("--bicubic-source", choices=("hr-y", "lr"), default="hr-y",
                    help="bicubic baseline: 'hr-y' = the published Y-channel protocol, 'lr' = upsample the RGB LR files")
@@ -108,10 +115,25 @@ def fmt(v: float, nd: int) -> str:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    setup_runtime(args)
+    if args.tile < 0:
+        raise ValueError(f"--tile {args.tile}: must be 0 (whole images) or a positive LR tile size")
+    if args.tile_overlap < 0:
+        raise ValueError(f"--tile-overlap {args.tile_overlap}: must be >= 0")
+    try:
+        check_tiling(args.tile, args.tile_overlap)
+    except ValueError as e:
+        raise ValueError(f"--tile {args.tile} --tile-overlap {args.tile_overlap}: {e}") from None
+    if args.json:  # before any work: a bad output path is found now, not after the whole evaluation
+        check_output_file(args.json, "--json")
+    if args.save_images:
+        check_output_dir(args.save_images, "--save-images")
     log = setup_logging()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     model, scale, label = build(args)
+    need = min_input_size(model) if model is not None else 1
+    if 0 < args.tile < need:
+        raise ValueError(f"--tile {args.tile}: smaller than the network's minimum input {need}x{need}; "
+                         f"use --tile 0 (whole images) or --tile >= {need}")
     sets = [BenchmarkSet(d, scale) for d in args.data]
     results = []
     for ds in sets:
@@ -142,26 +164,28 @@ def main(argv=None) -> int:
                  f"({len(ds)} images, {time.perf_counter() - t0:.1f} s)")
         results.append(res)
 
-    table = Table(title=f"{label}  x{scale}" + ("  (self-ensemble x8)" if args.self_ensemble else ""))
+    # user strings (paths, folder and image names) go in as Text: never read as Rich markup
+    table = Table(title=Text(f"{label}  x{scale}" + ("  (self-ensemble x8)" if args.self_ensemble else "")))
     for col in ("dataset", "images", "PSNR-Y", "SSIM-Y", "PSNR-RGB", "SSIM-RGB"):
         table.add_column(col, justify="left" if col == "dataset" else "right")
     for r in results:
-        table.add_row(r.dataset, str(r.n_images), fmt(r.psnr_y, 3), fmt(r.ssim_y, 4), fmt(r.psnr_rgb, 3),
+        table.add_row(Text(r.dataset), str(r.n_images), fmt(r.psnr_y, 3), fmt(r.ssim_y, 4), fmt(r.psnr_rgb, 3),
                       fmt(r.ssim_rgb, 4))
     console.print(table)
     if args.per_image:
         for r in results:
-            per = Table(title=f"{r.dataset} x{scale}: per image")
+            per = Table(title=Text(f"{r.dataset} x{scale}: per image"))
             for col in ("image", "PSNR-Y", "SSIM-Y", "PSNR-RGB", "SSIM-RGB"):
                 per.add_column(col, justify="left" if col == "image" else "right")
             for im in r.images:
-                per.add_row(im["name"], fmt(im["psnr_y"], 3), fmt(im["ssim_y"], 4), fmt(im["psnr_rgb"], 3),
+                per.add_row(Text(im["name"]), fmt(im["psnr_y"], 3), fmt(im["ssim_y"], 4), fmt(im["psnr_rgb"], 3),
                             fmt(im["ssim_rgb"], 4))
             console.print(per)
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {"model": label, "scale": scale, "self_ensemble": args.self_ensemble, "tile": args.tile,
-                   "round_y": args.round_y, "gray": args.gray, "results": [r.as_dict() for r in results]}
+                   "tile_overlap": args.tile_overlap, "round_y": args.round_y, "gray": args.gray,
+                   "results": [r.as_dict() for r in results]}
         if model is None:
             payload["bicubic_source"] = args.bicubic_source
         args.json.write_text(json.dumps(payload, indent=2, allow_nan=True) + "\n")

@@ -7,7 +7,9 @@ The PNG has up to four sections, top to bottom:
     on the remaining branch, plus the stage input) -> c4 3x3 -> concat -> c5 1x1 -> ESA -> output; one
     small panel per distinct cell when the genotype gives per-cell ops (`cells`);
   * the network-level graph: head -> cells 1..N (cell k >= 3 fed by a 1x1 conv over its two chosen
-    earlier cells) -> concat + 1x1 -> LR conv 3x3 (+ head skip) -> pixel-shuffle upsampler xS;
+    earlier cells) -> concat + 1x1 -> LR conv 3x3 (+ head skip) -> pixel-shuffle upsampler xS, and the
+    image-space skip from the LR input when the genotype has one (the nearest anchor added before the shuffle,
+    or the bicubic upscaled input added after it);
   * with --alphas: softmax(alpha) per edge (one line per op; one row of edges per cell when alpha is
     per-cell) and softmax(beta) per cell k >= 3 over its predecessors, against the logged step; the ops /
     inputs the genotype finally chose are drawn bold.
@@ -26,7 +28,6 @@ Only the Agg canvas is used (no pyplot state, no display, no graphviz binary).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +42,8 @@ from matplotlib.patches import FancyArrowPatch
 from matplotlib.ticker import MaxNLocator
 
 from search_spaces.genotype import Genotype, load_genotype
+from srcore.jsonl import read_jsonl_lines
+from srcore.rundir import check_output_file
 
 COLORS = {  # node kind -> box face colour
     "io": "#e0e0e0", "conv": "#cfe2f3", "op": "#f9cb9c", "distill": "#d9ead3", "concat": "#fff2cc",
@@ -49,7 +52,8 @@ COLORS = {  # node kind -> box face colour
 SHORT_OPS = {"conv_1x1": "1x1", "conv_3x3": "3x3", "conv_5x5": "5x5", "conv_7x7": "7x7",
              "sep_conv_3x3": "sep3", "sep_conv_5x5": "sep5", "sep_conv_7x7": "sep7",
              "dil_conv_3x3": "dil3", "dil_conv_5x5": "dil5", "identity": "id",
-             "rep_conv_3x3": "rep3", "rep_conv_5x5": "rep5"}
+             "rep_conv_3x3": "rep3", "rep_conv_5x5": "rep5", "ecb_3x3": "ecb3", "rrrb_3x3": "rrrb3",
+             "conv3xc_3x3": "3xc3"}
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -117,12 +121,27 @@ def network_graph(genotype: Genotype) -> nx.DiGraph:
     g.add_node("cout", pos=(xs[0], y), label=f"concat B1..B{n}\n+ 1x1 (cout)" if n > 1 else "1x1 (cout)", kind="concat")
     g.add_node("lrconv", pos=(xs[1], y), label="LR_conv\n3x3", kind="conv")
     g.add_node("add", pos=(xs[2], y), label="+ head\n(skip)", kind="add")
-    g.add_node("up", pos=(xs[3], y), label=f"upsampler\nconv + shuffle x{genotype.scale}", kind="conv")
-    g.add_node("sr", pos=(xs[4] + 0.3, y), label=f"SR output\nx{genotype.scale}", kind="io")
+    s, skip = genotype.scale, genotype.skip
+    up_label = f"upsampler\nconv + shuffle x{s}" if skip != "nearest" else f"upsampler conv\n+ anchor, shuffle x{s}"
+    g.add_node("up", pos=(xs[3], y), label=up_label, kind="conv")
+    g.add_node("sr", pos=(xs[4] + (1.9 if skip == "bicubic" else 0.3), y), label=f"SR output\nx{s}", kind="io")
     for k in range(1, n + 1):
         g.add_edge(f"B{k}", "cout")
     g.add_edge("head", "add", rad=0.33, style="--")
-    g.add_edges_from([("cout", "lrconv"), ("lrconv", "add"), ("add", "up"), ("up", "sr")])
+    g.add_edges_from([("cout", "lrconv"), ("lrconv", "add"), ("add", "up")])
+    if skip == "bicubic":  # image-space skip: the fixed bicubic upscaling added after the shuffle
+        g.add_node("bicubic", pos=(xs[3], y - 1.3), label=f"image skip: bicubic x{s}\n(fixed, no weights)",
+                   kind="io")
+        g.add_node("addskip", pos=(xs[4] + 0.3, y), label="+ bicubic\n(skip)", kind="add")
+        g.add_edge("lr", "bicubic", rad=0.12, style="--")
+        g.add_edges_from([("up", "addskip"), ("bicubic", "addskip"), ("addskip", "sr")])
+    elif skip == "nearest":  # the LR repeated s^2 times, added before the shuffle (ABPN's anchor)
+        g.add_node("anchor", pos=(xs[3], y - 1.3), label=f"image skip: LR repeated x{s * s}\n(nearest anchor)",
+                   kind="io")
+        g.add_edge("lr", "anchor", rad=0.12, style="--")
+        g.add_edges_from([("anchor", "up"), ("up", "sr")])
+    else:
+        g.add_edge("up", "sr")
     return g
 
 
@@ -180,14 +199,8 @@ def read_alpha_history(history: str | Path | Sequence[dict], num_cells: int) -> 
         path = Path(history)
         if not path.is_file():
             raise ValueError(f"{history}: no such alpha history file")
-        records, source = [], str(history)
-        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append((f"{source}:{i}", json.loads(line)))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{source}:{i}: not a JSON object ({e.msg})") from None
+        # a torn last line (a search killed mid-write, or still writing) is dropped with a warning
+        records = [(f"{history}:{i}", r) for i, r in read_jsonl_lines(path)]
     else:
         records = [(f"alpha history record {i}", r) for i, r in enumerate(history, start=1)]
     if not records:
@@ -323,7 +336,7 @@ def _title(genotype: Genotype, name: str) -> str:
     except Exception:  # the drawing does not depend on it
         params = ""
     return (f"{name}: space {genotype.space}, x{genotype.scale}, C={genotype.channels}, "
-            f"N={genotype.num_cells} cells{params}")
+            f"N={genotype.num_cells} cells, skip {genotype.skip}{params}")
 
 
 def plot_genotype(genotype: Genotype | str | Path, out_png: str | Path,
@@ -402,6 +415,7 @@ def parse_args(argv):
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    check_output_file(args.out, "--out")
     log = setup_logging()
     out = plot_genotype(args.genotype, args.out, args.alphas)
     log.info(f"wrote {out}")

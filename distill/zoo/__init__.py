@@ -5,6 +5,6 @@ file explicitly (no folder scanning), after which `create(name, scale)` builds a
 """
 from srcore.registry import create, get_entry, list_models
 
-from . import a2n, carn, edsr, imdn, pan, rcan, rfdn, rlfn  # noqa: F401  (registers the models)
+from . import a2n, carn, edsr, imdn, pan, pfdn, rcan, rfdn, rlfn, span, spanv2  # noqa: F401  (registers the models)
 
 __all__ = ["create", "get_entry", "list_models"]

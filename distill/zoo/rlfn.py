@@ -9,6 +9,8 @@ Released weights: `model_zoo/rlfn_x{2,4}.pth` (nf 52) and `model_zoo/rlfn_s_x{2,
 `block_{i}.esa.{conv1,conv_f,conv2,conv3,conv4}` (the reduced ESA with 16 channels, no conv_max/conv3_),
 `conv_2`, `upsampler.0` (3x3 conv to 3*s^2, then PixelShuffle).
 The official weights expect RGB in [0, 255] (`rgb_range=255`); this module still takes and returns [0, 1].
+`skip="nearest"|"bicubic"` adds an image-space skip (srcore/skip.py) and zeroes the last conv: the form
+tools/train.py uses for a teacher trained here (with rgb_range=1); the official weights have none.
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ from torch import nn
 
 from srcore.layers import ESA, conv, pixelshuffle_upsampler
 from srcore.registry import register
+from srcore.skip import ImageSkip, zero_init
 
 _SLOPE = 0.05
 
@@ -46,7 +49,7 @@ class RLFN(nn.Module):
     skip from the head, pixel-shuffle upsampler."""
 
     def __init__(self, scale: int, nf: int = 52, num_blocks: int = 6, in_ch: int = 3, out_ch: int = 3,
-                 esa_channels: int = 16, rgb_range: float = 255.0):
+                 esa_channels: int = 16, rgb_range: float = 255.0, skip: str = "none"):
         super().__init__()
         self.rgb_range = float(rgb_range)
         self.num_blocks = num_blocks
@@ -55,13 +58,16 @@ class RLFN(nn.Module):
             setattr(self, f"block_{i}", RLFB(nf, esa_channels=esa_channels))
         self.conv_2 = conv(nf, nf, 3)
         self.upsampler = pixelshuffle_upsampler(nf, out_ch, scale)
+        self.skip = ImageSkip(skip, scale)
+        if skip != "none":
+            zero_init(self.upsampler[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         fea = self.conv_1(x * self.rgb_range)
         h = fea
         for i in range(1, self.num_blocks + 1):
             h = getattr(self, f"block_{i}")(h)
-        return self.upsampler(self.conv_2(h) + fea) / self.rgb_range
+        return self.skip(x, self.upsampler[0](self.conv_2(h) + fea) / self.rgb_range)
 
 
 @register("rlfn", scales=(2, 3, 4), rgb_range=255.0, paper="Kong et al., CVPRW 2022")

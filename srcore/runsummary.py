@@ -1,0 +1,191 @@
+"""OUT/summary.json: what a pipeline run did, as the report (srcore/report.py) reads it.
+
+The pipeline writes it (`RunSummary(...).to_dict()` as JSON); `load_summary(OUT)` reads it strictly (an
+unknown key is a one-line error naming it). Without it, or with the older pipeline summary
+({"config", "genotype", "checkpoint", "results"}), `load_summary` infers the same record from the run folder:
+stages from the folders that exist, configs from the checkpoints (which carry them), the teacher from the
+student checkpoint's config; commands are then "not recorded".
+
+    {
+      "format": "srnas-run-summary", "version": 1,
+      "scale": 2,
+      "val": ["builtin", "../shared/data/Set5"],       # tools/evaluate.py --data entries
+      "teacher_note": "rlfn_s_x2 from ../shared/teachers: the registry teacher for x2",
+      "stages": [                                       # in run order; only "name" is required
+        {"name": "search", "dir": "search", "status": "done", "seconds": 95.2,
+         "command": "python tools/search.py --config quickstart --out runs/q/search",
+         "config": {...the resolved config...}, "checkpoint": "search/checkpoint.pt"},
+        {"name": "distill", "dir": "train", "status": "done", "command": "...", "config": {...},
+         "checkpoint": "train/best.pt"},
+        {"name": "compress", "dir": "compress", "status": "not run"},
+        {"name": "evaluate", "status": "done", "command": "python tools/evaluate.py ... --json runs/q/eval.json"}
+      ],
+      "models": [                                       # the rows of the results table, in this order
+        {"label": "bicubic", "kind": "bicubic"},
+        {"label": "teacher rlfn_s", "kind": "teacher", "arch": "rlfn_s",
+         "weights": "../shared/teachers/rlfn_s_x2.pth"},
+        {"label": "student (distilled)", "kind": "student", "stage": "distill", "checkpoint": "train/best.pt",
+         "eval": "eval.json", "eval_command": "python tools/evaluate.py --checkpoint runs/q/train/best.pt ..."},
+        {"label": "student (compressed)", "kind": "student", "stage": "compress",
+         "checkpoint": "compress/deploy.pt"}
+      ]
+    }
+
+Paths are relative to OUT unless absolute. `status` is one of STATUSES. A model is built from `checkpoint`
+(srnas checkpoint, deploy.pt or .onnx: srcore.modelfile) or from `arch` + `weights` (a published file);
+`kind: "bicubic"` needs neither. `eval` is a tools/evaluate.py --json file whose per-dataset numbers the
+report shows; datasets it lacks are measured by the report itself.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import CheckpointError, read_checkpoint
+from .config import ConfigError, from_dict, to_dict
+
+FORMAT = "srnas-run-summary"
+VERSION = 1
+STATUSES = ("done", "skipped", "failed", "not run")
+KINDS = ("bicubic", "teacher", "student")
+
+
+@dataclass(frozen=True)
+class StageRecord:
+    name: str  # "search", "distill", "compress", "evaluate", ...
+    dir: str | None = None  # its output folder under OUT
+    status: str = "done"  # one of STATUSES
+    command: str | None = None  # the exact command that reproduces it
+    config: dict[str, Any] | None = None  # its resolved config
+    checkpoint: str | None = None  # its main output file
+    seconds: float | None = None  # wall time
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"status must be one of {list(STATUSES)}, got {self.status!r}")
+
+
+@dataclass(frozen=True)
+class ModelRecord:
+    label: str  # the row label in the results table
+    kind: str  # one of KINDS
+    checkpoint: str | None = None  # srnas checkpoint, deploy.pt or .onnx
+    arch: str | None = None  # zoo architecture of a published weight file
+    weights: str | None = None
+    eval: str | None = None  # tools/evaluate.py --json output
+    eval_command: str | None = None  # the command that wrote `eval`
+    stage: str | None = None  # the stage that produced it
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"kind must be one of {list(KINDS)}, got {self.kind!r}")
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    scale: int | None = None
+    val: list[str] = field(default_factory=list)
+    teacher_note: str | None = None
+    stages: list[StageRecord] = field(default_factory=list)
+    models: list[ModelRecord] = field(default_factory=list)
+    format: str = FORMAT
+    version: int = VERSION
+    inferred: bool = False  # True when read from the folder layout rather than a summary.json in this format
+
+    def to_dict(self) -> dict:
+        d = to_dict(self)
+        d.pop("inferred")
+        return d
+
+    def stage(self, name: str) -> StageRecord | None:
+        return next((s for s in self.stages if s.name == name), None)
+
+
+def resolve(out: Path, path: str | None) -> Path | None:
+    """A summary path (relative to OUT unless absolute) as a Path, or None."""
+    if not path:
+        return None
+    p = Path(path)
+    return p if p.is_absolute() else out / p
+
+
+def load_summary(out: str | os.PathLike) -> RunSummary:
+    """OUT/summary.json in the format above, or a summary inferred from the run folder."""
+    out = Path(out)
+    path = out / "summary.json"
+    raw: dict = {}
+    if path.is_file():
+        try:
+            raw = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    if isinstance(raw, dict) and raw.get("format") == FORMAT:
+        if raw.get("version") != VERSION:
+            raise ConfigError(f"{path}: version {raw.get('version')!r}; this report reads version {VERSION}")
+        return from_dict(RunSummary, raw, str(path))
+    return infer_summary(out, raw if isinstance(raw, dict) else {})
+
+
+def _config_of(path: Path) -> dict | None:
+    try:
+        return dict(read_checkpoint(path).get("config") or {}) or None
+    except (CheckpointError, OSError):
+        return None
+
+
+def _first(*paths: Path) -> Path | None:
+    return next((p for p in paths if p.is_file()), None)
+
+
+def infer_summary(out: Path, legacy: dict) -> RunSummary:
+    """The summary of a run folder without a summary.json in this format (see the module docstring)."""
+    search_ckpt, best = out / "search" / "checkpoint.pt", out / "train" / "best.pt"
+    compressed = _first(out / "compress" / "deploy.pt", out / "compress" / "model.onnx")
+    search_cfg, train_cfg = _config_of(search_ckpt), _config_of(best)
+    scale = None
+    if train_cfg and isinstance(train_cfg.get("student"), dict):
+        scale = train_cfg["student"].get("scale")
+    if scale is None and search_cfg:
+        scale = search_cfg.get("space", {}).get("scale")
+    for res in legacy.get("results", []):
+        scale = scale or res.get("scale")
+    val = list((legacy.get("config") or {}).get("evaluate", {}).get("data") or [])
+    if not val and train_cfg:
+        val = list((train_cfg.get("val") or {}).get("data") or [])
+
+    def status(ok: bool) -> str:
+        return "done" if ok else "not run"
+
+    stages = [
+        StageRecord("search", "search", status((out / "search" / "genotype.yaml").is_file()), config=search_cfg,
+                    checkpoint="search/checkpoint.pt" if search_ckpt.is_file() else None),
+        StageRecord("distill", "train", status(best.is_file()), config=train_cfg,
+                    checkpoint="train/best.pt" if best.is_file() else None),
+        StageRecord("compress", "compress", status(compressed is not None or (out / "compress" / "report.json")
+                                                   .is_file()),
+                    checkpoint=str(compressed.relative_to(out)) if compressed else None),
+        StageRecord("evaluate", None, status((out / "eval.json").is_file())),
+    ]
+    models = [ModelRecord("bicubic", "bicubic")]
+    teacher_note = None
+    teachers = (train_cfg or {}).get("teacher") or []
+    if teachers and isinstance(teachers[0], dict):
+        t = teachers[0]
+        pre = (train_cfg or {}).get("pretrain_teacher") or {}
+        if t.get("checkpoint"):
+            name = pre.get("arch") or "trained here"
+            models.append(ModelRecord(f"teacher ({name})", "teacher", checkpoint=t["checkpoint"]))
+            teacher_note = f"teacher checkpoint {t['checkpoint']} (from the distillation config)"
+        elif t.get("arch"):
+            models.append(ModelRecord(f"teacher {t['arch']}", "teacher", arch=t["arch"], weights=t.get("weights")))
+            teacher_note = f"teacher {t['arch']} with weights {t.get('weights')} (from the distillation config)"
+    if best.is_file():
+        models.append(ModelRecord("student (distilled)", "student", checkpoint="train/best.pt", stage="distill",
+                                  eval="eval.json" if (out / "eval.json").is_file() else None))
+    if compressed is not None:
+        models.append(ModelRecord("student (compressed)", "student", checkpoint=str(compressed.relative_to(out)),
+                                  stage="compress"))
+    return RunSummary(scale=scale, val=val, teacher_note=teacher_note, stages=stages, models=models, inferred=True)
