@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import yaml
 from torch import nn
 
 from distill import zoo
@@ -42,6 +41,7 @@ from srcore.evaluation import evaluate_model
 from srcore.modelspec import load_checkpoint_model, spec_scale
 from srcore.paths import shared_dir
 from srcore.weights import list_weights
+from srcore.yamlio import safe_load
 
 from .deploy import save_json_atomic
 from .graph import trace_channels
@@ -118,7 +118,7 @@ def finetune_config(s: CompressSettings, student: Path, scale: int, teachers: li
     """The fine-tune run's TrainConfig: the preset, the student checkpoint, the teachers, the step budget; the
     training data of the input checkpoint's own run when it has one; then the --set overrides."""
     path = resolve_preset(s.train_config, TRAIN_PRESETS)
-    data = yaml.safe_load(path.read_text()) or {}
+    data = safe_load(path.read_text(), str(path)) or {}
     data["student"] = {"checkpoint": str(student), "scale": scale}
     data["teacher"] = [{k: v for k, v in dataclasses.asdict(t).items() if v is not None} for t in teachers]
     if start_config.get("data", {}).get("train"):

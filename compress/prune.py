@@ -31,6 +31,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from srcore.registry import register_spec_transform
+
 from .graph import SPLIT_FIXUPS, ChannelGraph, Group, trace_channels
 
 TRACE_SHAPE = (1, 3, 64, 64)
@@ -315,6 +317,7 @@ def prune_to_widths(model: nn.Module, widths: dict[str, int], *, scores: dict[in
     return apply_plan(model, graph, plan_from_scores(graph, widths, scores))
 
 
+@register_spec_transform("reparameterized", "widths")
 def restructure(model: nn.Module, spec: dict) -> nn.Module:
     """Give a freshly built unpruned network the structure `spec` describes: re-parameterized if
     spec['reparameterized'] (compress.reparam's mark), cut to spec['widths']. Weights are meaningless until

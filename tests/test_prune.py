@@ -192,3 +192,29 @@ def test_pruned_before_reparam_still_fuses_exactly():
     with torch.no_grad():
         before = model(x)
         assert torch.allclose(reparameterize(model)(x), before, atol=1e-5)
+
+
+def test_compressed_specs_need_the_compress_transform():
+    """srcore builds a compressed spec only through the transform `import compress` registers (srcore imports
+    nothing above it); without it, the error says what to import (a toy builder keeps the model packages out)."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    code = """
+import torch
+from srcore.checkpoint import CheckpointError
+from srcore.modelspec import build_model
+from srcore.registry import register_builder
+register_builder("toy")(lambda spec: torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Conv2d(8, 3, 3)))
+spec = {"toy": 1, "widths": {"0": 4}}
+try:
+    build_model(spec)
+except (KeyError, CheckpointError) as e:
+    print("ERR", e)
+import compress
+print(build_model(spec)[0].out_channels)
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert "import compress first" in out and out.strip().endswith("4")

@@ -61,6 +61,7 @@ from common import REPO, check_device, console, progress, run_cli, setup_logging
 from rich.console import Console
 from rich.table import Table
 
+import compress  # noqa: F401  (rebuilds compressed checkpoints: reparameterized, widths)
 from distill import zoo
 from srcore.cost import latency, measure_cost
 from srcore.layers import ESA

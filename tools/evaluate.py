@@ -25,6 +25,7 @@ from common import console, progress, run_cli, setup_logging, setup_runtime
 from rich.table import Table
 from rich.text import Text
 
+import compress  # noqa: F401  (rebuilds compressed checkpoints: reparameterized, widths)
 import search_spaces  # noqa: F401  (registers the builder of genotype checkpoints)
 from distill import zoo
 from srcore.checkpoint import load_strict, read_state_dict
