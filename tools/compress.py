@@ -5,7 +5,7 @@ Examples:
   python tools/compress.py --checkpoint runs/train/best.pt --out runs/compress --reparam \
       --prune-macs 0.5x --rounds 2 --finetune-steps 500 --teacher self --export onnx,torchscript
   python tools/compress.py --checkpoint runs/train/best.pt --out runs/c2 --prune-to 60000 --multiple 4
-  python tools/compress.py --checkpoint runs/train/best.pt --out runs/c3 --latency-ms 80 --teacher self rlfn_s
+  python tools/compress.py --checkpoint runs/train/best.pt --out runs/c3 --latency-ms 80 --teacher self rlfn_s_x2
   python tools/compress.py --checkpoint runs/train/best.pt --out runs/c3 ... --resume   # after a kill
 
 Targets: --prune-to PARAMS, --prune-macs M (a MAC count, e.g. 2.5e9, or a fraction of the input network's
@@ -77,8 +77,8 @@ def parse_args(argv):
     p.add_argument("--rounds", type=int, default=1, help="prune + fine-tune rounds (DIPNet: iterative)")
     p.add_argument("--finetune-steps", type=int, default=0, help="fine-tune steps per round (0: none)")
     p.add_argument("--teacher", nargs="+", default=["self"], metavar="NAME|FILE",
-                   help="fine-tune teachers: self (the unpruned network), a zoo name (official weights from "
-                        "$SRNAS_SHARED/teachers), an srnas checkpoint, or none; several = multi-anchor KD")
+                   help="fine-tune teachers: self (the unpruned network), registered weights (rlfn_s_x2) or a zoo "
+                        "name at the student's scale, an srnas checkpoint, or none; several = multi-anchor KD")
     p.add_argument("--importance", choices=IMPORTANCE, default="taylor",
                    help="channel importance (default taylor: right after pruning the stand-in student to 70%% MACs it "
                         "kept 25.3 dB on Set5 where L1 kept 21.7)")
