@@ -62,6 +62,7 @@ from rich.console import Console
 from rich.table import Table
 
 import compress  # noqa: F401  (rebuilds compressed checkpoints: reparameterized, widths)
+import search_spaces  # noqa: F401  (registers the builder of genotype checkpoints)
 from distill import zoo
 from srcore.cost import latency, measure_cost
 from srcore.layers import ESA
