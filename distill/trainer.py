@@ -54,7 +54,7 @@ from srcore.config import ConfigError, to_dict
 from srcore.data import BenchmarkSet, DataError, PatchDataset
 from srcore.evaluation import evaluate_model, summarize
 from srcore.jsonl import trim_jsonl
-from srcore.modelspec import arch_spec, build_model, genotype_spec
+from srcore.modelspec import arch_spec, build_model, genotype_spec, load_checkpoint_model, spec_scale
 
 from .config import StudentConfig, TrainConfig
 from .features import FeatureHooks, probe_channels
@@ -99,7 +99,13 @@ class Callback:
 
 
 def build_student(sc: StudentConfig) -> tuple[nn.Module, dict]:
-    """The (untrained) student and its checkpoint spec."""
+    """The student (untrained, or the weights of `sc.checkpoint`) and its checkpoint spec."""
+    if sc.checkpoint is not None:
+        model, ckpt = load_checkpoint_model(sc.checkpoint)
+        if spec_scale(ckpt["spec"]) != sc.scale:
+            raise ConfigError(f"student.checkpoint {sc.checkpoint} is x{spec_scale(ckpt['spec'])}, "
+                              f"but student.scale is {sc.scale}")
+        return model.train(), ckpt["spec"]
     if sc.genotype is not None:
         g = load_genotype(sc.genotype)
         if g.scale != sc.scale:
