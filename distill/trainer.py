@@ -65,6 +65,9 @@ from .upcycle import InvertibleAug, enhance_hr, sample_rngs, zoom_in, zoom_out
 log = logging.getLogger(__name__)
 
 
+TEST_SETS = {"set5", "set14", "b100", "bsd100", "urban100", "manga109"}  # benchmark sets papers report on
+
+
 class NonFiniteLoss(RuntimeError):
     """The loss became NaN or inf; the run stopped before updating the weights."""
 
@@ -325,6 +328,12 @@ class Trainer:
         for root in cfg.val.data:
             ds = BenchmarkSet(root, scale)
             self.val_sets.append(ds.head(cfg.val.max_images) if cfg.val.max_images else ds)
+        chooses = cfg.val.every and cfg.loop.steps > cfg.val.every  # several validations: best.pt is a choice
+        tests = [ds.name for ds in self.val_sets if ds.name.lower() in TEST_SETS]
+        if chooses and tests and self.rank == 0:
+            log.warning(f"val.data includes the test set(s) {', '.join(tests)} and best.pt is chosen on it: numbers "
+                        "on those sets from best.pt are biased by that choice (validate on held-out training "
+                        "images, or score last.pt)")
 
     def _gate_teachers(self, explicit: bool) -> None:
         """Score each teacher against bicubic on the validation sets (see distill/teachers.py). A weak teacher
@@ -578,10 +587,11 @@ class Trainer:
         if ts is None:
             raise ConfigError(f"{path} has no training state to resume from")
         now = to_dict(self.cfg)
-        fixed = ("student", "teacher", "data", "optim", "schedule", "loss", "stages")
+        # everything that shapes the trajectory or picks best.pt: loop.steps sets the cosine schedule's length,
+        # val the data that chooses best.pt
+        fixed = ("student", "teacher", "data", "optim", "schedule", "loss", "stages", "val")
         diff = [k for k in fixed if ck["config"].get(k) != now.get(k)]
-        if ck["config"].get("loop", {}).get("seed") != now["loop"]["seed"]:
-            diff.append("loop.seed")
+        diff += [f"loop.{k}" for k in ("seed", "steps") if ck["config"].get("loop", {}).get(k) != now["loop"][k]]
         if diff:
             raise ConfigError(f"--resume: the config differs from {path}'s in {', '.join(diff)}")
         self.student.load_state_dict(ts["student"])
