@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from search_spaces.genotype import VERSION as GENOTYPE_VERSION
 from search_spaces.genotype import load_genotype
 from srcore.checkpoint import read_checkpoint, save_checkpoint
-from srcore.config import ConfigError, to_dict
+from srcore.config import ConfigError, read_back, to_dict
 from srcore.data import BenchmarkSet, DataError, PatchDataset
 from srcore.evaluation import evaluate_model, summarize
 from srcore.jsonl import trim_jsonl
@@ -261,6 +261,16 @@ def _world() -> tuple[int, int]:
 
 # ---------------------------------------------------------------------------------------------------------
 # the trainer
+
+
+def resume_diff(saved: dict, cfg: TrainConfig) -> list[str]:
+    """The keys in which `cfg` differs from a run's saved config in a way that forbids resuming it: everything
+    that shapes the trajectory or picks best.pt (loop.steps sets the cosine schedule's length, val the data that
+    chooses best.pt). Logging and checkpoint cadence may change."""
+    now, saved = to_dict(cfg), read_back(TrainConfig, saved)
+    fixed = ("student", "teacher", "data", "optim", "schedule", "loss", "stages", "val")
+    diff = [k for k in fixed if saved.get(k) != now.get(k)]
+    return diff + [f"loop.{k}" for k in ("seed", "steps") if saved.get("loop", {}).get(k) != now["loop"][k]]
 
 
 class Trainer:
@@ -586,12 +596,7 @@ class Trainer:
         ts = ck.get("train_state")
         if ts is None:
             raise ConfigError(f"{path} has no training state to resume from")
-        now = to_dict(self.cfg)
-        # everything that shapes the trajectory or picks best.pt: loop.steps sets the cosine schedule's length,
-        # val the data that chooses best.pt
-        fixed = ("student", "teacher", "data", "optim", "schedule", "loss", "stages", "val")
-        diff = [k for k in fixed if ck["config"].get(k) != now.get(k)]
-        diff += [f"loop.{k}" for k in ("seed", "steps") if ck["config"].get("loop", {}).get(k) != now["loop"][k]]
+        diff = resume_diff(ck["config"], self.cfg)
         if diff:
             raise ConfigError(f"--resume: the config differs from {path}'s in {', '.join(diff)}")
         self.student.load_state_dict(ts["student"])
