@@ -39,10 +39,11 @@ class StudentConfig:
     rgb_range: float = 1.0  # genotype only: a student trained from scratch works on [0, 1]
     skip: str | None = None  # genotype only: override the image-space skip (none, nearest, bicubic)
     kwargs: dict[str, Any] = field(default_factory=dict)  # arch only: factory keyword arguments
+    checkpoint: str | None = None  # or fine-tune an srnas checkpoint (its spec and weights; e.g. a pruned net)
 
     def __post_init__(self):
-        if (self.genotype is None) == (self.arch is None):
-            raise ConfigError("student: give exactly one of 'genotype' or 'arch'")
+        if sum(x is not None for x in (self.genotype, self.arch, self.checkpoint)) != 1:
+            raise ConfigError("student: give exactly one of 'genotype', 'arch' or 'checkpoint'")
 
 
 @dataclass

@@ -10,9 +10,10 @@ Which loader runs is decided by the file, not by trust in its name:
   its scale is found by running a 16 x 16 input.
 * a PyTorch file is read once with `torch.load(weights_only=True)`:
   - `format: "srnas-checkpoint"` -> `srcore.modelspec.load_checkpoint_model` (spec + state dict);
-  - a deployed model (`format` mentions "deploy", or the file is named deploy.pt, or it holds `widths`) ->
-    `load_deploy`, which hands over to `compress.deploy.load_deploy(path, device) -> (model, spec)`. That
-    module lives on another branch; until it is merged, a deploy.pt is a one-line "not supported yet" error;
+    a `deploy.pt` written by tools/compress.py is such a checkpoint (`kind: "deploy"`): its spec carries
+    `reparameterized` / `widths`, applied by the transform `import compress` registers (srcore.registry);
+  - another file that looks deployed (`format` mentions "deploy", named deploy.pt, or holding `widths`) is a
+    one-line error (it was not written by tools/compress.py);
   - anything else (e.g. a published weight file without a network spec) is a one-line error.
 
 A wrong `scale` for the file is a one-line error naming the file and both scales.
@@ -50,7 +51,8 @@ def load_model_file(path: str | os.PathLike, device: str | torch.device = "cpu",
         fmt = str(obj.get("format", "")) if isinstance(obj, dict) else ""
         if fmt == FORMAT:
             model, ckpt = load_checkpoint_model(path, device)
-            loaded = LoadedModel(model, spec_scale(ckpt["spec"]), "checkpoint", str(path))
+            kind = "deploy" if ckpt.get("kind") == "deploy" else "checkpoint"
+            loaded = LoadedModel(model, spec_scale(ckpt["spec"]), kind, str(path))
         elif "deploy" in fmt or path.name == "deploy.pt" or (isinstance(obj, dict) and "widths" in obj):
             loaded = load_deploy(path, device)
         else:
@@ -62,17 +64,9 @@ def load_model_file(path: str | os.PathLike, device: str | torch.device = "cpu",
 
 
 def load_deploy(path: Path, device: str | torch.device = "cpu") -> LoadedModel:
-    """A deploy.pt written by the compression stage (spec + widths + state dict)."""
-    try:
-        from compress import deploy
-    except ImportError:
-        raise CheckpointError(f"{path}: deploy.pt models are not supported yet in this build "
-                              "(compress/deploy.py is missing); use the srnas checkpoint or the .onnx file") from None
-    if not hasattr(deploy, "load_deploy"):
-        raise CheckpointError(f"{path}: deploy.pt models are not supported yet (compress.deploy has no "
-                              "load_deploy(path, device))")
-    model, spec = deploy.load_deploy(path, device)
-    return LoadedModel(model.eval(), spec_scale(spec), "deploy", str(path))
+    """A deployed-looking file without the srnas checkpoint header: not something tools/compress.py wrote."""
+    raise CheckpointError(f"{path}: not a deploy.pt written by tools/compress.py (no '{FORMAT}' header with a "
+                          "network spec); use the srnas checkpoint or the .onnx file")
 
 
 class OnnxModel:

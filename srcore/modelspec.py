@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from .checkpoint import CheckpointError, load_strict, read_checkpoint
-from .registry import build_spec
+from .registry import apply_spec_transforms, build_spec
 
 
 def arch_spec(arch: str, scale: int, **kwargs) -> dict:
@@ -23,11 +23,15 @@ def genotype_spec(genotype) -> dict:
 
 def build_model(spec: dict) -> nn.Module:
     """A fresh (untrained) network for `spec`, by the builder registered for it (srcore.registry); the
-    package that defines the model must have been imported (`import distill`, `import search_spaces`)."""
+    package that defines the model must have been imported (`import distill`, `import search_spaces`).
+    A compressed network's spec also carries `reparameterized: true` (multi-branch blocks fused) and
+    `widths: {group: channels}` (pruned), applied by the transform `compress.prune` registers (`import
+    compress` first)."""
     try:
-        return build_spec(spec)
+        model = build_spec(spec)
     except KeyError as e:
         raise CheckpointError(e.args[0]) from None
+    return apply_spec_transforms(model, spec)
 
 
 def spec_scale(spec: dict) -> int:

@@ -98,3 +98,38 @@ def build_spec(spec: dict) -> nn.Module:
         raise KeyError(f"no builder is registered for {known[0]!r} specs (import {_OWNERS[known[0]]} first)")
     keys = ["arch", *sorted((set(_BUILDERS) | set(_OWNERS)) - {"arch"})]
     raise KeyError(f"model spec needs an {' or a '.join(map(repr, keys))} key, got keys {sorted(spec)}")
+
+
+# --- transforms of built networks (compressed specs) -----------------------------------------------------------
+# A spec may carry keys that change the network built from its "arch"/"genotype" part: `reparameterized: true`
+# (multi-branch blocks fused) and `widths: {group: channels}` (pruned). Their owner (`compress.prune`) registers
+# one transform for them; it runs after the builder, before any state dict is loaded.
+
+_TRANSFORMS: dict[tuple[str, ...], Callable[[nn.Module, dict], nn.Module]] = {}
+_TRANSFORM_OWNERS = {"reparameterized": "compress", "widths": "compress"}
+
+
+def register_spec_transform(*keys: str):
+    """Decorator: `transform(model, spec) -> nn.Module` runs on every spec with a truthy value for any of `keys`."""
+
+    def deco(fn: Callable[[nn.Module, dict], nn.Module]) -> Callable[[nn.Module, dict], nn.Module]:
+        if any(k in ks for ks in _TRANSFORMS for k in keys):
+            raise ValueError(f"a transform for spec keys {keys} is registered twice")
+        _TRANSFORMS[tuple(keys)] = fn
+        return fn
+
+    return deco
+
+
+def apply_spec_transforms(model: nn.Module, spec: dict) -> nn.Module:
+    """Run the registered transforms whose keys `spec` sets (a clear KeyError when their owner is not imported)."""
+    done: set[str] = set()
+    for keys, fn in _TRANSFORMS.items():
+        if any(spec.get(k) for k in keys):
+            model = fn(model, spec)
+            done.update(keys)
+    missing = [k for k in _TRANSFORM_OWNERS if spec.get(k) and k not in done]
+    if missing:
+        raise KeyError(f"the spec sets {missing[0]!r} but no transform for it is registered "
+                       f"(import {_TRANSFORM_OWNERS[missing[0]]} first)")
+    return model

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from conftest import import_tool
 
+from reporting.build import build_report, choose_crop
+from reporting.document import Doc, to_html
+from reporting.summary import FORMAT, ModelRecord, RunSummary, StageRecord, load_summary
 from srcore.config import ConfigError
 from srcore.cost import count_params
 from srcore.modelspec import load_checkpoint_model
-from srcore.report import build_report, choose_crop
-from srcore.reportdoc import Doc, to_html
-from srcore.runsummary import FORMAT, ModelRecord, RunSummary, StageRecord, load_summary
 
 report_cli = import_tool("report")
 pipeline = import_tool("pipeline")

@@ -142,9 +142,8 @@ def test_skip_exports_to_onnx_as_plain_ops(tmp_path, skip):
 
 
 def test_genotype_plot_shows_the_skip():
-    from conftest import import_tool
+    from search_spaces import plot
 
-    plot = import_tool("plot_genotype")
     nodes = {k: set(plot.network_graph(small(k)).nodes) for k in ("none", "nearest", "bicubic")}
     assert {"bicubic", "addskip"} <= nodes["bicubic"] and "anchor" in nodes["nearest"]
     assert not nodes["none"] & {"bicubic", "addskip", "anchor"}

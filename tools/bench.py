@@ -22,12 +22,25 @@ quiet one (the load average is recorded to tell).
                are to the re-implemented row and to the released code's own figures on this CPU
                (given in issue #10, not measured here).
 
+  latency      several networks in ONE process, side by side: compressed students (deploy.pt files) beside
+               zoo models (IMDN, RLFN-S, RFDN, PAN, DLSR by default; --models to change the list, e.g. the
+               NTIRE winners once they are in the zoo), in PyTorch eager and in onnxruntime, each timed
+               interleaved with the others after warm-up (median of --repeats); params, MACs, activations,
+               peak memory, Set5 PSNR-Y (official weights, or the student's own) and the speed ratio to
+               --reference (rlfn_s). The allocator settings of srcore/runtime.py are in force (recorded).
+  runtime      the glibc allocator problem and its fix: one network's forward on a large LR image in two
+               fresh processes, glibc defaults vs srcore/runtime.py's settings: wall, user and system time,
+               minor page faults (getrusage), GFLOP/s against a measured conv peak on the same threads.
+
 Examples:
   python tools/bench.py models                                   # everything, 256x256 LR, 2 threads
   python tools/bench.py models --models rlfn_s,genotype:dlsr_x2 --scale 2 --repeats 10
   python tools/bench.py models --device cuda
   python tools/bench.py search-step --space dlsr --batch 4 --lr-patch 48      # the issues' setting
   python tools/bench.py search-step --space dlsr --batch 4 --lr-patch 48 --variants dlsr_exact dlsr_reuse:2 first_order
+  python tools/bench.py latency --students runs/compress/deploy.pt --scale 2 --repeats 10
+  python tools/bench.py latency --models rlfn_s,imdn --students a/deploy.pt b/deploy.pt --no-onnx
+  python tools/bench.py runtime --model imdn --scale 2 --lr-size 384x512
 """
 from __future__ import annotations
 
@@ -48,9 +61,12 @@ from common import REPO, check_device, console, progress, run_cli, setup_logging
 from rich.console import Console
 from rich.table import Table
 
+import compress  # noqa: F401  (rebuilds compressed checkpoints: reparameterized, widths)
+import search_spaces  # noqa: F401  (registers the builder of genotype checkpoints)
 from distill import zoo
 from srcore.cost import latency, measure_cost
 from srcore.layers import ESA
+from srcore.paths import shared_dir
 from srcore.rundir import check_output_file
 
 DOC = REPO / "docs" / "benchmarks.md"
@@ -138,6 +154,21 @@ def write_doc_section(doc: Path, name: str, body: str) -> None:
 
 def fmt(v: float | None, nd: int, scale: float = 1.0) -> str:
     return "-" if v is None else f"{v / scale:.{nd}f}"
+
+
+def markdown_rows(columns: tuple[str, ...], rows: list[list[str]]) -> list[str]:
+    """A markdown table: first column left-aligned, the others right-aligned."""
+    return ["| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1),
+            *("| " + " | ".join(r) + " |" for r in rows)]
+
+
+def rich_table(title: str, columns: tuple[str, ...], rows: list[list[str]]) -> Table:
+    table = Table(title=title)
+    for i, col in enumerate(columns):
+        table.add_column(col, justify="left" if i == 0 else "right", no_wrap=i == 0)
+    for r in rows:
+        table.add_row(*r)
+    return table
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -405,6 +436,283 @@ def search_table(p: dict) -> Table:
 
 
 # ----------------------------------------------------------------------------------------------------
+# latency: compressed students beside the zoo, PyTorch eager and onnxruntime, in one process
+
+LATENCY_MODELS = "imdn,rlfn_s,rfdn,pan,genotype:dlsr_x2"  # NTIRE winners join with --models once in the zoo
+
+
+def official_weights(name: str, scale: int) -> Path | None:
+    """The official weight file of a zoo model / shipped genotype at `scale` in $SRNAS_SHARED/teachers."""
+    stem = name.split(":", 1)[1] if name.startswith("genotype:") else f"{name}_x{scale}"
+    path = shared_dir() / "teachers" / f"{stem}.pth"
+    return path if path.is_file() else None
+
+
+def latency_entries(args, log) -> list[dict]:
+    """[{label, kind, model, weights}] for the students, then the zoo models (official weights when present)."""
+    from srcore.checkpoint import load_strict, read_state_dict
+    from srcore.modelspec import load_checkpoint_model, spec_scale
+
+    entries = []
+    for path in args.students:
+        model, ckpt = load_checkpoint_model(path)
+        if spec_scale(ckpt["spec"]) != args.scale:
+            raise ValueError(f"{path} holds a x{spec_scale(ckpt['spec'])} network; --scale is {args.scale}")
+        label = f"{Path(path).parent.name}/{Path(path).name}" if Path(path).parent.name else str(path)
+        entries.append({"label": label, "kind": "student", "model": model.eval(), "weights": str(path)})
+    for name in [n.strip() for n in args.models.split(",") if n.strip()]:
+        model = build_model(name, args.scale).eval()
+        weights = official_weights(name, args.scale)
+        if weights is not None:
+            load_strict(model, read_state_dict(weights), str(weights))
+        else:
+            log.info(f"{name} x{args.scale}: no official weights in {shared_dir() / 'teachers'}; timed only")
+        entries.append({"label": name, "kind": "zoo", "model": model, "weights": str(weights) if weights else None})
+    return entries
+
+
+def interleaved_latency(runners: dict[str, callable], warmup: int, repeats: int) -> dict[str, dict]:
+    """Median/min seconds of each runner, timed round-robin (each repeat runs every model once), so load
+    changes on a shared machine hit every model alike."""
+    for _ in range(warmup):
+        for fn in runners.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in runners}
+    for _ in range(repeats):
+        for key, fn in runners.items():
+            t0 = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - t0)
+    return {k: {"median_s": statistics.median(v), "min_s": min(v)} for k, v in times.items()}
+
+
+def bench_latency(args, log) -> dict:
+    import tempfile
+
+    from srcore.data import BenchmarkSet
+    from srcore.evaluation import evaluate_model
+    from srcore.runtime import configure_allocator
+
+    runtime = configure_allocator().as_dict()  # already applied by tools/common; recorded here
+    shape = (1, 3, args.lr_size, args.lr_size)
+    entries = latency_entries(args, log)
+    psnr_set = args.psnr_data or (str(shared_dir() / "data" / "Set5") if (shared_dir() / "data" / "Set5").exists()
+                                  else None)
+    onnx_ok = args.onnx
+    if onnx_ok:
+        try:
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            log.warning("onnxruntime is not installed: PyTorch eager only (pip install onnx onnxruntime)")
+            onnx_ok = False
+    x = torch.rand(*shape)
+    rows, runners = [], {}
+    with tempfile.TemporaryDirectory() as tmp, torch.no_grad(), progress() as prog:
+        task = prog.add_task("costs", total=len(entries))
+        for i, e in enumerate(entries):
+            prog.update(task, description=f"{e['label']}: costs, PSNR, export")
+            cost = measure_cost(e["model"], shape)
+            row = {"model": e["label"], "kind": e["kind"], "scale": args.scale, "weights": e["weights"],
+                   "params": cost.params, "macs": cost.macs, "activations": cost.activations,
+                   "conv_layers": cost.conv_layers, "peak_memory_bytes": cost.peak_memory_bytes, "psnr_y": None}
+            if psnr_set and e["weights"]:
+                row["psnr_y"] = evaluate_model(e["model"], BenchmarkSet(psnr_set, args.scale)).psnr_y
+                row["psnr_set"] = Path(psnr_set).name
+            runners[f"{i}:torch"] = lambda m=e["model"]: m(x)
+            if onnx_ok:
+                from compress.deploy import OnnxModule, export_onnx
+
+                path = export_onnx(e["model"], Path(tmp) / f"m{i}.onnx", torch.rand(1, 3, 64, 64))
+                session = OnnxModule(path, threads=args.threads)
+                feed = {session.input_name: x.numpy()}
+                runners[f"{i}:onnx"] = lambda s=session.session, f=feed: s.run(None, f)
+            rows.append(row)
+            prog.advance(task)
+        times = {}
+        for engine in ("torch", "onnx"):  # one engine at a time: the other's idle threads must not compete
+            group = {k: fn for k, fn in runners.items() if k.endswith(f":{engine}")}
+            if group:
+                log.info(f"timing {len(group)} {engine} runners round-robin: {args.warmup} warm-up + "
+                         f"{args.repeats} timed each")
+                times.update(interleaved_latency(group, args.warmup, args.repeats))
+    for i, row in enumerate(rows):
+        for engine in ("torch", "onnx"):
+            t = times.get(f"{i}:{engine}")
+            row[f"{engine}_latency_s"] = t["median_s"] if t else None
+            row[f"{engine}_latency_min_s"] = t["min_s"] if t else None
+    ref = next((r for r in rows if r["model"] == args.reference), None)
+    for r in rows:
+        for engine in ("torch", "onnx"):
+            key = f"{engine}_latency_s"
+            r[f"{engine}_speedup_vs_reference"] = (ref[key] / r[key]) if ref and ref[key] and r[key] else None
+    return {"subcommand": "latency", "input_shape": list(shape), "reference": args.reference if ref else None,
+            "settings": {"warmup": args.warmup, "repeats": args.repeats, "threads": args.threads, "device": "cpu",
+                         "onnx": onnx_ok, "psnr_set": psnr_set,
+                         "order": "one process; eager models round-robin, then onnxruntime models round-robin"},
+            "runtime": runtime, "results": rows}
+
+
+LATENCY_COLUMNS = ("model", "params", "GMACs", "acts (M)", "peak mem (MB)", "PSNR-Y", "eager (ms)", "eager vs ref",
+                   "ORT (ms)", "ORT vs ref")
+
+
+def latency_cells(r: dict) -> list[str]:
+    def speed(v):
+        return "-" if v is None else f"{v:.2f}x"
+
+    return [r["model"], f"{r['params']:,}", fmt(r["macs"], 2, 1e9), fmt(r["activations"], 1, 1e6),
+            fmt(r["peak_memory_bytes"], 1, 2**20), fmt(r["psnr_y"], 3), fmt(r["torch_latency_s"], 1, 1e-3),
+            speed(r["torch_speedup_vs_reference"]), fmt(r["onnx_latency_s"], 1, 1e-3),
+            speed(r["onnx_speedup_vs_reference"])]
+
+
+def latency_caption(p: dict) -> str:
+    s, shape = p["settings"], "x".join(map(str, p["input_shape"]))
+    ref = f"; 'vs ref' = speed relative to {p['reference']} (higher is faster)" if p["reference"] else ""
+    return (f"LR input {shape}, x{p['results'][0]['scale']}, {s['threads']} threads, median of {s['repeats']} "
+            f"forward passes after {s['warmup']} warm-up, in one process: every eager model round-robin, then every "
+            f"onnxruntime model round-robin{ref}")
+
+
+def latency_markdown(p: dict) -> str:
+    rt = p["runtime"]
+    allocator = f"tuned ({rt['reason']}, srcore/runtime.py)" if rt["applied"] else f"glibc defaults ({rt['reason']})"
+    psnr = f"PSNR-Y on {Path(p['settings']['psnr_set']).name}" if p["settings"]["psnr_set"] else "no PSNR set"
+    lines = ["## Latency side by side (`tools/bench.py latency`)", "", latency_caption(p) + ".", "",
+             f"Machine: {machine_line(p['machine'])}. Allocator: "
+             f"{allocator}. {psnr} with the official weights (zoo) or the checkpoint's own (students); "
+             "'-' = no weights. ORT = onnxruntime on the CPU (fp32, the same threads).", ""]
+    lines += markdown_rows(LATENCY_COLUMNS, [latency_cells(r) for r in p["results"]])
+    return "\n".join(lines)
+
+
+def latency_table(p: dict) -> Table:
+    return rich_table(latency_caption(p), LATENCY_COLUMNS, [latency_cells(r) for r in p["results"]])
+
+
+# ----------------------------------------------------------------------------------------------------
+# runtime: glibc defaults vs srcore/runtime.py on a large forward
+
+
+def runtime_worker(name: str, scale: int, h: int, w: int, threads: int, repeats: int) -> dict:
+    """In a fresh process (tools/common configured the allocator, or not, at import): per-forward wall, user
+    and system seconds, minor page faults and peak RSS."""
+    import resource
+
+    from srcore.runtime import runtime_state
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = build_model(name, scale).eval()
+    x = torch.rand(1, 3, h, w)
+    with torch.no_grad():
+        model(x)  # warm-up
+        r0, t0 = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        walls = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(x)
+            walls.append(time.perf_counter() - t)
+        r1 = resource.getrusage(resource.RUSAGE_SELF)
+    return {"allocator": runtime_state().as_dict() if runtime_state() else None,
+            "wall_s": statistics.median(walls), "wall_total_s": time.perf_counter() - t0,
+            "user_s": (r1.ru_utime - r0.ru_utime) / repeats, "sys_s": (r1.ru_stime - r0.ru_stime) / repeats,
+            "minor_faults": (r1.ru_minflt - r0.ru_minflt) / repeats, "max_rss_bytes": r1.ru_maxrss * 1024}
+
+
+def conv_peak(threads: int, repeats: int = 5) -> dict:
+    """GFLOP/s of a 64 -> 64 3x3 conv on a 1x64x256x256 input (the workhorse of these networks)."""
+    torch.set_num_threads(threads)
+    conv = torch.nn.Conv2d(64, 64, 3, padding=1)
+    x = torch.rand(1, 64, 256, 256)
+    times, cpu = [], []
+    with torch.no_grad():
+        for i in range(repeats + 1):
+            t0, c0 = time.perf_counter(), time.process_time()
+            conv(x)
+            if i:
+                times.append(time.perf_counter() - t0)
+                cpu.append(time.process_time() - c0)
+    flops = 2 * 64 * 64 * 9 * 256 * 256
+    return {"layer": "conv 64->64 3x3, 1x64x256x256", "flops": flops, "best_s": min(times),
+            "gflops_peak": flops / min(times) / 1e9, "gflops_per_cpu_s_peak": flops / min(cpu) / 1e9}
+
+
+def bench_runtime(args, log) -> dict:
+    from srcore.cost import count_flops
+
+    h, w = args.lr_hw
+    flops = count_flops(build_model(args.model, args.scale).eval(), torch.rand(1, 3, h, w))["flops"]
+    peak = conv_peak(args.threads)
+    ctx = multiprocessing.get_context("spawn")
+    rows = []
+    big = str(4 * 2**30)
+    variants = (("glibc defaults", {"SRNAS_ALLOCATOR": "default"}),
+                ("srcore.runtime (mallopt)", {"SRNAS_ALLOCATOR": ""}),
+                ("MALLOC_MMAP_THRESHOLD_ = MALLOC_TRIM_THRESHOLD_ = 4 GiB (environment)",
+                 {"MALLOC_MMAP_THRESHOLD_": big, "MALLOC_TRIM_THRESHOLD_": big}))
+    for label, env in variants:
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)  # a spawned child starts a fresh interpreter: glibc and tools/common read these
+        try:
+            log.info(f"{label}: {args.model} x{args.scale} on {h}x{w} LR, {args.repeats} forwards (fresh process)")
+            with ctx.Pool(1) as pool:
+                r = pool.apply(runtime_worker, (args.model, args.scale, h, w, args.threads, args.repeats))
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
+        r.update(variant=label, gflops_per_s=flops / r["wall_s"] / 1e9,
+                 gflops_per_cpu_s=flops / (r["user_s"] + r["sys_s"]) / 1e9)
+        r["fraction_of_conv_peak"] = r["gflops_per_s"] / peak["gflops_peak"]
+        # CPU time is robust to other processes sharing the machine; wall time is not
+        r["cpu_fraction_of_conv_peak"] = r["gflops_per_cpu_s"] / peak["gflops_per_cpu_s_peak"]
+        rows.append(r)
+    return {"subcommand": "runtime", "model": args.model, "scale": args.scale, "input_shape": [1, 3, h, w],
+            "flops": flops, "conv_peak": peak, "settings": {"threads": args.threads, "repeats": args.repeats},
+            "results": rows, "speedup": rows[0]["wall_s"] / rows[1]["wall_s"],
+            "cpu_speedup": (rows[0]["user_s"] + rows[0]["sys_s"]) / (rows[1]["user_s"] + rows[1]["sys_s"])}
+
+
+RUNTIME_COLUMNS = ("allocator", "s / forward", "user s", "system s", "minor faults / forward", "peak RSS (GB)",
+                   "GFLOP/s", "of conv peak", "GFLOP per CPU-s", "of conv peak (CPU)")
+
+
+def runtime_cells(r: dict) -> list[str]:
+    return [r["variant"], fmt(r["wall_s"], 2), fmt(r["user_s"], 2), fmt(r["sys_s"], 2), f"{r['minor_faults']:,.0f}",
+            fmt(r["max_rss_bytes"], 2, 1e9), fmt(r["gflops_per_s"], 1), f"{r['fraction_of_conv_peak']:.0%}",
+            fmt(r["gflops_per_cpu_s"], 1), f"{r['cpu_fraction_of_conv_peak']:.0%}"]
+
+
+def runtime_caption(p: dict) -> str:
+    shape = "x".join(map(str, p["input_shape"]))
+    return (f"{p['model']} x{p['scale']}, LR {shape}, {p['settings']['threads']} threads, {p['settings']['repeats']} "
+            f"forwards after one warm-up, each allocator setting in a fresh process; srcore.runtime "
+            f"{p['speedup']:.2f}x faster in wall time, {p['cpu_speedup']:.2f}x in CPU time")
+
+
+def runtime_markdown(p: dict) -> str:
+    pk = p["conv_peak"]
+    lines = ["## CPU allocator (`tools/bench.py runtime`)", "", runtime_caption(p) + ".", "",
+             f"Machine: {machine_line(p['machine'])}. Conv peak: {pk['layer']} at {pk['gflops_peak']:.1f} GFLOP/s "
+             f"({pk['gflops_per_cpu_s_peak']:.1f} GFLOP per CPU-second) on the same threads; the network's FLOPs: "
+             f"{p['flops'] / 1e9:.1f} G per forward. Wall-clock columns suffer when other processes share the "
+             "machine (see the load average); the CPU-time columns (user + system) do not.", "",
+             "glibc serves every block above its mmap threshold (at most 32 MiB) with a fresh mmap and unmaps it "
+             "on free, so each forward pass page-faults its large activations in again (system time, minor "
+             "faults). srcore/runtime.py (called by every CLI through tools/common.py) sets M_MMAP_MAX=0 and "
+             "M_TRIM_THRESHOLD=2 GiB-1 with mallopt; SRNAS_ALLOCATOR=default or any MALLOC_* variable opts out.", ""]
+    lines += markdown_rows(RUNTIME_COLUMNS, [runtime_cells(r) for r in p["results"]])
+    return "\n".join(lines)
+
+
+def runtime_table(p: dict) -> Table:
+    return rich_table(runtime_caption(p), RUNTIME_COLUMNS, [runtime_cells(r) for r in p["results"]])
+
+
+# ----------------------------------------------------------------------------------------------------
 # CLI
 
 
@@ -443,7 +751,32 @@ def parse_args(argv):
     s.add_argument("--steps", type=int, default=3, help="timed weight + arch steps")
     s.add_argument("--matmul-size", type=int, default=2048, help="n of the n x n fp32 matmul reference")
     s.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a search config key")
+    la = sub.add_parser("latency", help="students beside zoo models: eager and onnxruntime latency, costs, PSNR")
+    common(la, "latency")
+    la.add_argument("--students", nargs="*", default=[], metavar="DEPLOY.pt", help="compressed networks (deploy.pt)")
+    la.add_argument("--models", default=LATENCY_MODELS, help=f"zoo names / genotype:NAME (default {LATENCY_MODELS})")
+    la.add_argument("--scale", type=int, default=2)
+    la.add_argument("--lr-size", type=int, default=256, help="LR input height = width (NTIRE: 256)")
+    la.add_argument("--repeats", type=int, default=10, help="timed forward passes per model (median)")
+    la.add_argument("--warmup", type=int, default=2, help="untimed forward passes per model first")
+    la.add_argument("--reference", default="rlfn_s", help="model the speed ratios are relative to")
+    la.add_argument("--psnr-data", help="benchmark folder for PSNR-Y (default $SRNAS_SHARED/data/Set5)")
+    la.add_argument("--no-onnx", dest="onnx", action="store_false", help="PyTorch eager only")
+
+    rt = sub.add_parser("runtime", help="glibc allocator defaults vs srcore/runtime.py on one large forward")
+    common(rt, "runtime")
+    rt.add_argument("--model", default="imdn", help="zoo name or genotype:NAME")
+    rt.add_argument("--scale", type=int, default=2)
+    rt.add_argument("--lr-size", dest="lr_hw", default="384x512", help="LR height x width (default 384x512)")
+    rt.add_argument("--repeats", type=int, default=3, help="timed forward passes")
     args = p.parse_args(argv)
+    if hasattr(args, "lr_hw"):
+        try:
+            hw = tuple(int(v) for v in args.lr_hw.lower().split("x"))
+            args.lr_hw = hw if len(hw) == 2 else hw * 2
+            assert len(args.lr_hw) == 2 and min(args.lr_hw) >= 16
+        except (ValueError, AssertionError):
+            raise ValueError(f"--lr-size {args.lr_hw}: expected HxW (e.g. 384x512) or one size >= 16") from None
     for key in ("threads", "repeats", "lr_size", "batch", "lr_patch", "steps", "matmul_size"):
         if getattr(args, key, 1) < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1")
@@ -467,6 +800,12 @@ def main(argv=None) -> int:
     if args.command == "models":
         payload = {"machine": machine, **bench_models(args, log)}
         table, markdown = models_table(payload), models_markdown(payload)
+    elif args.command == "latency":
+        payload = {"machine": machine, **bench_latency(args, log)}
+        table, markdown = latency_table(payload), latency_markdown(payload)
+    elif args.command == "runtime":
+        payload = {"machine": machine, **bench_runtime(args, log)}
+        table, markdown = runtime_table(payload), runtime_markdown(payload)
     else:
         payload = {"machine": machine, **bench_search_step(args, log)}
         table, markdown = search_table(payload), search_markdown(payload)

@@ -7,10 +7,21 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+# tools/compress.py shares its name with the `compress` package and tools/ is first on sys.path when a CLI
+# runs: put the repository root before it, so `import compress` (used to rebuild compressed checkpoints)
+# finds the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
+
+from srcore.runtime import configure_allocator
+
+# Every CLI imports this module first: keep glibc from mmapping and unmapping every large activation
+# (srcore/runtime.py; a 2x faster forward pass for large images on this CPU).
+configure_allocator()
 
 REPO = Path(__file__).resolve().parent.parent
 CONFIGS = REPO / "configs"

@@ -37,7 +37,7 @@ from train import OUTPUTS as TRAIN_OUTPUTS
 import search_spaces  # noqa: F401  (registers genotype specs)
 from distill.config import TrainConfig
 from distill.teachers import load_named
-from distill.trainer import Callback, Trainer
+from distill.trainer import Callback, Trainer, resume_diff
 from srcore.checkpoint import read_checkpoint
 from srcore.config import load_config, to_dict
 from srcore.cost import count_params
@@ -118,7 +118,8 @@ def method_config(method: str, steps: int, seed: int, teacher: str = TEACHER) ->
     return dataclasses.replace(
         base, stages=stages, teacher=anchors,
         schedule=dataclasses.replace(base.schedule, warmup_steps=min(base.schedule.warmup_steps, steps // 10)),
-        loop=dataclasses.replace(base.loop, steps=steps, seed=seed, log_every=max(1, min(base.loop.log_every, steps))))
+        loop=dataclasses.replace(base.loop, steps=steps, seed=seed, log_every=max(1, min(base.loop.log_every, steps)),
+                                 save_every=100))
 
 
 def score(model, sets: list[BenchmarkSet], device) -> dict:
@@ -151,7 +152,7 @@ def run_one(method: str, seed: int, steps: int, teacher: str, out: Path, device:
     done = run_dir / "result.json"
     if done.exists():
         row = json.loads(done.read_text())
-        if row.get("config") == to_dict(cfg):
+        if isinstance(row.get("config"), dict) and not resume_diff(row["config"], cfg):
             log.info(f"{LABELS[method]} seed {seed}: finished before, reused ({done})")
             return row
     last = run_dir / "last.pt"
@@ -159,7 +160,7 @@ def run_one(method: str, seed: int, steps: int, teacher: str, out: Path, device:
     label = f"{LABELS[method]} seed {seed}"
     with claim_run_dir(run_dir, outputs=TRAIN_OUTPUTS + ("result.json",), resume=True, tool="training"):
         prev = read_checkpoint(last) if last.exists() else None
-        same = prev is not None and prev["config"] == to_dict(cfg)
+        same = prev is not None and not resume_diff(prev["config"], cfg)
         if prev is not None and not same:
             if not overwrite:
                 raise ValueError(f"{run_dir} holds a {method} run with another config (e.g. another --steps); "
@@ -321,6 +322,7 @@ def main(argv=None) -> int:
     check_output_file(json_path, "--json")
     command = (f"python tools/distill_table.py --steps {args.steps} --seeds {' '.join(map(str, args.seeds))} "
                f"--jobs {args.jobs} --threads {args.threads}"
+               + (f" --methods {' '.join(args.methods)}" if list(args.methods) != list(METHODS) else "")
                + (f" --teacher {args.teacher}" if args.teacher != TEACHER else ""))
     results = {"meta": {"steps": args.steps, "seeds": args.seeds, "teacher": args.teacher,
                         "date": datetime.date.today().isoformat(), "torch": torch.__version__,

@@ -7,6 +7,8 @@ Examples:
   python tools/evaluate.py --genotype dlsr_x2 --weights ../shared/teachers/dlsr_x2.pth --scale 2 \
       --data ../shared/data/Set5
   python tools/evaluate.py --checkpoint runs/train/best.pt --data ../shared/data/Set5
+  python tools/evaluate.py --checkpoint runs/compress/deploy.pt --data ../shared/data/Set5
+  python tools/evaluate.py --onnx runs/compress/model.onnx --data ../shared/data/Set5
   python tools/evaluate.py --arch bicubic --scale 4 --data ../shared/data/B100
   python tools/evaluate.py --arch bicubic --scale 2 --data builtin      # no download needed
 """
@@ -23,6 +25,7 @@ from common import console, progress, run_cli, setup_logging, setup_runtime
 from rich.table import Table
 from rich.text import Text
 
+import compress  # noqa: F401  (rebuilds compressed checkpoints: reparameterized, widths)
 import search_spaces  # noqa: F401  (registers the builder of genotype checkpoints)
 from distill import zoo
 from srcore.checkpoint import load_strict, read_state_dict
@@ -40,7 +43,9 @@ def parse_args(argv):
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--arch", help=f"zoo architecture or 'bicubic' ({', '.join(zoo.list_models())})")
     what.add_argument("--genotype", help="named genotype (e.g. dlsr_x2) or genotype YAML file")
-    what.add_argument("--checkpoint", help="srnas checkpoint (carries its network spec and scale)")
+    what.add_argument("--checkpoint", help="srnas checkpoint (carries its network spec and scale), e.g. a "
+                      "compressed OUT/deploy.pt (or the folder OUT)")
+    what.add_argument("--onnx", help="ONNX model written by tools/compress.py (run with onnxruntime on the CPU)")
     p.add_argument("--weights", help="published weight file for --arch/--genotype")
     p.add_argument("--scale", type=int, help="2, 3 or 4 (taken from the checkpoint/genotype if omitted)")
     p.add_argument("--data", nargs="+", required=True,
@@ -65,7 +70,17 @@ def parse_args(argv):
 
 def build(args) -> tuple[torch.nn.Module | None, int, str]:
     """The network (None for bicubic), its scale and a label."""
+    if args.onnx:
+        from compress.deploy import OnnxModule
+
+        model = OnnxModule(args.onnx, threads=args.threads)
+        scale = model.infer_scale()
+        if args.scale and args.scale != scale:
+            raise ValueError(f"--scale {args.scale} but {args.onnx} upscales x{scale}")
+        return model, scale, f"{args.onnx} (onnxruntime)"
     if args.checkpoint:
+        if Path(args.checkpoint).is_dir() and (Path(args.checkpoint) / "deploy.pt").is_file():
+            args.checkpoint = str(Path(args.checkpoint) / "deploy.pt")
         model, ckpt = load_checkpoint_model(args.checkpoint, args.device)
         scale = spec_scale(ckpt["spec"])
         if args.scale and args.scale != scale:

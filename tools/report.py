@@ -1,10 +1,10 @@
 #!/usr/bin/env python
 """Write a run's report: OUT/report.md, a self-contained OUT/report.html, and the plots under OUT/report/.
 
-Reads OUT/summary.json (the contract in srcore/runsummary.py) or infers it from the run folder (OUT/search,
+Reads OUT/summary.json (the contract in reporting/summary.py) or infers it from the run folder (OUT/search,
 OUT/train, OUT/compress, OUT/eval*.json); every section says "not run" when its inputs are absent. It
 measures what the run did not record: params/MACs/activations/CPU latency of every model, and PSNR/SSIM on
-the validation data of models without an eval JSON (srcore/report.py has the details).
+the validation data of models without an eval JSON (reporting/build.py has the details).
 
 Examples:
   python tools/report.py runs/quickstart
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import torch
 from common import console, run_cli, setup_logging
-from plot_genotype import plot_genotype
 
-from srcore.report import build_report
+from reporting.build import build_report
+from search_spaces.plot import plot_genotype
 
 
 def parse_args(argv):

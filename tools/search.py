@@ -95,11 +95,11 @@ def check_sizes(cfg: SearchConfig) -> None:
 
 
 def plot(out: Path, log) -> None:
-    """genotype.png via tools/plot_genotype.py (imported lazily; the search does not depend on it)."""
+    """genotype.png via search_spaces.plot (imported lazily: matplotlib is needed only here)."""
     try:
-        from plot_genotype import plot_genotype
+        from search_spaces.plot import plot_genotype
     except ImportError as e:
-        log.warning(f"genotype.png not drawn: tools/plot_genotype.py is not available ({e})")
+        log.warning(f"genotype.png not drawn: matplotlib is not available ({e})")
         return
     png = plot_genotype(out / GENOTYPE, out / "genotype.png", out / HISTORY, name=out.name)
     log.info(f"wrote {png}")

@@ -36,6 +36,7 @@ import torch
 import torch.distributed as dist
 from common import CONFIGS, print_error, progress, run_cli, setup_logging, setup_runtime
 
+import compress  # noqa: F401  (rebuilds compressed checkpoints: reparameterized, widths)
 from distill import zoo
 from distill.config import LossTerm, StudentConfig, TeacherConfig, TrainConfig
 from distill.trainer import Callback, NonFiniteLoss, Trainer, student_skip

@@ -26,6 +26,9 @@ from pathlib import Path
 import torch
 from common import console, progress, run_cli, setup_logging
 
+import compress  # noqa: F401  (rebuilds compressed checkpoints: reparameterized, widths)
+import distill  # noqa: F401  (registers the zoo architectures)
+import search_spaces  # noqa: F401  (registers the builder of genotype checkpoints)
 from srcore.imageio import IMAGE_EXTENSIONS, check_image_header, is_image_file, read_image, write_image
 from srcore.modelfile import load_model_file
 from srcore.tiling import check_tiling, count_windows

@@ -3,7 +3,7 @@
     python tools/report.py OUT                 # the pipeline's last stage
     build_report(OUT, plot_genotype=fn)        # library use (tools/report.py passes tools/plot_genotype.py's)
 
-Input: a run folder, described by OUT/summary.json (the contract is `srcore.runsummary`: stages with their
+Input: a run folder, described by OUT/summary.json (the contract is `reporting.summary`: stages with their
 commands, resolved configs and checkpoints; the models of the results table; the validation data; which
 teacher and why) or inferred from the folder's layout when that file is absent or older:
 
@@ -49,11 +49,15 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from torch import nn
 
-from .data import BenchmarkSet, Sample
-from .evaluation import SetResult, evaluate_bicubic, evaluate_model
-from .metrics import psnr, rgb_to_y
-from .reportdoc import Doc, to_html, to_markdown
-from .runsummary import ModelRecord, RunSummary, load_summary, resolve
+import compress  # noqa: F401  (registers the compressed-spec transform)
+import distill.pretrained  # noqa: F401  (importing distill registers the zoo and its checkpoint builder)
+import search_spaces  # noqa: F401  (registers the genotype builder)
+from srcore.data import BenchmarkSet, Sample
+from srcore.evaluation import SetResult, evaluate_bicubic, evaluate_model
+from srcore.metrics import psnr, rgb_to_y
+
+from .document import Doc, to_html, to_markdown
+from .summary import ModelRecord, RunSummary, load_summary, resolve
 
 REPORT_DIR = "report"
 DPI = 100
@@ -266,7 +270,7 @@ def load_row_model(rec: ModelRecord, out: Path, scale: int, device: str) -> Any:
     if rec.kind == "bicubic":
         return None
     if rec.checkpoint:
-        from .modelfile import load_model_file
+        from srcore.modelfile import load_model_file
 
         return load_model_file(resolve(out, rec.checkpoint), device, scale).model
     if rec.arch and rec.weights:
@@ -302,7 +306,7 @@ class _Subset:
 
 def measure_row_cost(model: Any, lr_size: int, threads: int | None, repeats: int, device: str) -> dict:
     """params, MACs, activations (nn.Module only) and latency (any callable) at a (1, 3, lr_size, lr_size) input."""
-    from .cost import latency, measure_cost
+    from srcore.cost import latency, measure_cost
 
     res: dict = {}
     if isinstance(model, nn.Module):
@@ -434,8 +438,8 @@ def build_report(out: str | os.PathLike, *, max_crops: int = 8, lr_size: int = 2
 
     # 4. distillation ------------------------------------------------------------------------------------------
     doc.h("Distillation")
-    distill = summary.stage("distill")
-    ddir = resolve(out, distill.dir) if distill and distill.dir else out / "train"
+    distill_stage = summary.stage("distill")
+    ddir = resolve(out, distill_stage.dir) if distill_stage and distill_stage.dir else out / "train"
     if not add_png(plot_curves(read_jsonl(ddir / "metrics.jsonl"), "distillation", fig_dir / "curves_distill.png"),
                    "distillation: every loss term and the validation PSNR-Y against steps"):
         doc.p("not run (no train/metrics.jsonl).")

@@ -1,4 +1,4 @@
-"""OUT/summary.json: what a pipeline run did, as the report (srcore/report.py) reads it.
+"""OUT/summary.json: what a pipeline run did, as the report (reporting/build.py) reads it.
 
 The pipeline writes it (`RunSummary(...).to_dict()` as JSON); `load_summary(OUT)` reads it strictly (an
 unknown key is a one-line error naming it). Without it, or with the older pipeline summary
@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import CheckpointError, read_checkpoint
-from .config import ConfigError, from_dict, to_dict
+from srcore.checkpoint import CheckpointError, read_checkpoint
+from srcore.config import ConfigError, from_dict, to_dict
 
 FORMAT = "srnas-run-summary"
 VERSION = 1
