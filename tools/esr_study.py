@@ -51,7 +51,7 @@ from train import OUTPUTS as TRAIN_OUTPUTS
 import search_spaces  # noqa: F401  (registers genotype specs)
 from compress.reparam import reparameterize
 from distill.config import TrainConfig
-from distill.trainer import Trainer
+from distill.trainer import Trainer, resume_diff
 from nas.config import search_config_class
 from nas.cost import CostTable
 from nas.esr_cost import ESRCostModel
@@ -175,12 +175,12 @@ def recipe(genotype: str, steps: int, seed: int) -> TrainConfig:
 
 
 def train_or_resume(cfg: TrainConfig, run_dir: Path, label: str, device: str, *, overwrite: bool = False) -> dict:
-    """Train `cfg` in `run_dir`, resuming an interrupted run; returns last.pt. (tools/multirun.py on the study
-    branch has the same function: use that one when both are merged.)"""
+    """Train `cfg` in `run_dir`, resuming an interrupted run (the trainer's resume rule, `resume_diff`: a config
+    key added since, with its default, does not make a run look different); returns last.pt."""
     last = run_dir / "last.pt"
     with claim_run_dir(run_dir, outputs=TRAIN_OUTPUTS + (RESULT,), resume=True, tool="training"):
         prev = read_checkpoint(last) if last.exists() else None
-        same = prev is not None and prev["config"] == to_dict(cfg)
+        same = prev is not None and not resume_diff(prev["config"], cfg)
         if prev is not None and not same:
             if not overwrite:
                 raise ValueError(f"{run_dir} holds a run with another config; pass --overwrite or another --out")
@@ -201,17 +201,20 @@ def train_row(row: str, genotype: str, seed: int, args) -> dict:
     done = run_dir / RESULT
     if done.is_file():
         res = json.loads(done.read_text())
-        if res.get("config") == to_dict(cfg):
+        if isinstance(res.get("config"), dict) and not resume_diff(res["config"], cfg):
             return res
     torch.set_num_threads(args.threads)
     ck = train_or_resume(cfg, run_dir, f"{row} seed {seed}", args.device, overwrite=args.overwrite)
     model, _ = load_checkpoint_model(run_dir / "last.pt", args.device)
     train_s = float(ck["train_state"]["train_s"])
-    res = {"row": row, "seed": seed, "steps": int(ck["step"]), "train_s": train_s,
+    res = {"row": row, "seed": seed, "steps": int(ck["step"]), "train_s": train_s, "loadavg": os.getloadavg(),
+           "finished": datetime.datetime.now().isoformat(timespec="seconds"),
            "s_per_step": train_s / max(1, int(ck["step"])), "sets": score(model, sets(), args.device),
            "genotype": ck["spec"]["genotype"], "config": to_dict(cfg)}
     done.write_text(json.dumps(res, indent=2) + "\n")
-    log.info(f"{row} seed {seed}: mean PSNR-Y {mean_psnr(res):.3f} dB ({res['s_per_step']:.3f} s/step)")
+    per_set = ", ".join(f"{k} {v['psnr_y']:.3f}" for k, v in res["sets"].items())
+    log.info(f"{row} seed {seed}: PSNR-Y {per_set}, mean over {'/'.join(SETS)} {mean_psnr(res):.3f} dB "
+             f"({res['s_per_step']:.3f} s/step)")
     return res
 
 
@@ -383,6 +386,24 @@ def latency_basis(lat: dict) -> tuple[dict[str, float], str]:
     return lat["ms"], f"{lat['threads']} threads"
 
 
+def done_seeds(data: dict) -> str:
+    runs = data.get("runs", {})
+    return "; ".join(f"{row} {', '.join(str(r['seed']) for r in rs)}" for row, rs in runs.items()) or "none"
+
+
+def wall_time_line(data: dict) -> str:
+    """The budget as it was spent: training time over the runs, s/step per row, the search, the machine's load."""
+    runs, srch = data.get("runs", {}), data.get("search")
+    train_s = [r["train_s"] for rs in runs.values() for r in rs]
+    loads = [r["loadavg"][0] for rs in runs.values() for r in rs if "loadavg" in r]
+    per_row = ", ".join(f"{row} {s['s_per_step']:.2f}" for row, s in data["stats"].items())
+    search = f" after {srch['search_s'] / 60:.0f} min of search;" if srch else ""
+    load = f", 1-min load average {min(loads):.1f}-{max(loads):.1f} when runs finished" if loads else ""
+    return (f"* Wall time:{search} {sum(train_s) / 60:.0f} min of training over {len(train_s)} runs (s/step: "
+            f"{per_row or '-'}); {data['machine']['cores']} cores ({data['machine']['cpu']}), one process, "
+            f"{data['threads']} torch thread(s), the machine shared with other long jobs{load}.")
+
+
 def render(data: dict) -> str:
     st, refs, sz = data["stats"], data["references"], data["sizes"]
     lat_all = data.get("latency", {})
@@ -406,12 +427,16 @@ def render(data: dict) -> str:
                                      " LR)."))
     lines.append(f"* Training: `configs/train/esr_x4.yaml` (L1 + output KD from `spanv2_ntire26_x4`, T91 + BSD200, "
                  f"HR patch 64, batch 16, Adam 2e-3, cosine, EMA 0.999), {data['steps']} steps per run, seeds "
-                 f"{', '.join(map(str, data['seeds']))}; every row from random initialisation.")
+                 f"{', '.join(map(str, data['seeds']))} (finished: {done_seeds(data)}); every row from random "
+                 "initialisation (the official weights only teach, by KD, and appear as reference rows).")
+    lines.append(wall_time_line(data))
     lines += ["* Evaluation: Y PSNR/SSIM, border 4, whole images, final EMA weights; deployed latency: "
               f"`srcore.cost.latency`, 1x3x{lat_all.get('input', [0, 0, 256])[2]}² LR, "
               f"{' and '.join(threads) or '-'} thread(s), all networks side by side in one process, "
               "median over rounds, malloc thresholds raised as in PROVENANCE.md; the verdict uses "
-              f"{data['latency_basis']}.", "", "## Results", "",
+              f"{data['latency_basis']}. Students and official weights are scored by the same function on the same "
+              "three sets. (The training log's KD-gate line scores the teacher on the recipe's validation set, Set14 "
+              "alone: compare it with a row's Set14 cell, not with its three-set mean.)", "", "## Results", "",
               f"| row | params | GMACs ({data['latency_size']}² LR) | "
               f"{' | '.join(f'ms, {t} thr' for t in threads)} | Set5 | Set14 | B100 | mean ± sd (seeds) |",
               "|---|---:|---:|" + "---:|" * len(threads) + "---|---|---|---|"]
@@ -476,6 +501,7 @@ def write_doc(args, search: dict | None) -> dict:
     genos = row_genotypes(args)
     data = {"command": shlex.join(["python", "tools/esr_study.py", *args.argv]),
             "date": datetime.date.today().isoformat(), "machine": machine(), "steps": args.steps, "seeds": args.seeds,
+            "threads": args.threads,
             "search": search, "stats": stats, "references": refs, "latency": lat,
             "sizes": sizes(genos, args.latency_size), "latency_size": args.latency_size, "noise": noise_level(runs),
             "runs": runs}
@@ -511,11 +537,15 @@ def main(argv=None) -> int:
     else:
         search = run_search(args)
         genos = {"searched": search["genotype"], **LAYOUTS}
-        for seed in args.seeds:  # one seed of every row first: a partial study is already a comparison
+        for i, seed in enumerate(args.seeds):  # one seed of every row first: a partial study is already a comparison
             for row, genotype in genos.items():
                 train_row(row, genotype, seed, args)
-        references(args)
-        latency_in_subprocess(args)
+            references(args)
+            last = i == len(args.seeds) - 1
+            if last or not (args.out / "latency.json").is_file():  # timed once early, re-timed at the end
+                latency_in_subprocess(args)
+            if not last:  # the doc after every pass over the rows (an interrupted study still has one)
+                write_doc(args, search)
     write_doc(args, search)
     return 0
 
