@@ -365,8 +365,10 @@ def test_esr_student_overrides():
 
 
 def test_search_derive_train_compress_gives_a_working_plain_conv_network(tmp_path):
+    from test_compress import _compress_cli  # tools/compress.py, loaded from its file
+
     search_cli, derive_cli, train_cli = import_tool("search"), import_tool("derive"), import_tool("train")
-    s, g, t = tmp_path / "search", tmp_path / "g.yaml", tmp_path / "train"
+    s, g, t, c = tmp_path / "search", tmp_path / "g.yaml", tmp_path / "train", tmp_path / "compress"
     assert search_cli.main(["--config", "esr_smoke", "--out", str(s), "--threads", "1"]) == 0
     assert derive_cli.main([str(s), "--out", str(g)]) == 0
     assert load_genotype(g) == load_genotype(s / "genotype.yaml")
@@ -387,6 +389,17 @@ def test_search_derive_train_compress_gives_a_working_plain_conv_network(tmp_pat
     res = evaluate_model(rebuilt, BenchmarkSet("builtin", 4))
     assert res.n_images >= 1 and np.isfinite(res.psnr_y) and res.psnr_y > 15
     assert count_params(rebuilt) < count_params(model) or not fusable_modules(model)
+
+    # the compress CLI: fuse, prune a quarter of the channels, write deploy.pt (a plain-conv network on its own)
+    assert _compress_cli().main(["--checkpoint", str(t / "best.pt"), "--out", str(c), "--reparam", "--prune-ratio",
+                                 "0.25", "--multiple", "2", "--lr-size", "32", "--val", "builtin", "--export", "",
+                                 "--latency-repeats", "1", "--threads", "1"]) == 0
+    deployed, _ = load_checkpoint_model(c / "deploy.pt")
+    leaves = [m for m in deployed.modules() if not list(m.children())]
+    assert fusable_modules(deployed) == [] and all(isinstance(m, plain) or not list(m.parameters()) for m in leaves)
+    assert count_params(deployed) < count_params(rebuilt)
+    res = evaluate_model(deployed, BenchmarkSet("builtin", 4))
+    assert np.isfinite(res.psnr_y) and res.psnr_y > 15
 
 
 def test_esr_preset_for_the_study_loads():
@@ -412,3 +425,16 @@ def test_study_verdicts_need_psnr_beyond_the_noise_at_equal_latency():
     assert study.latency_basis(busy)[0] == {"a": 40.0} and "busy" in study.latency_basis(busy)[1]
     quiet = {**busy, "loadavg_1min": [0.5, 0.6]}
     assert study.latency_basis(quiet) == ({"a": 900.0}, "2 threads")
+
+
+def test_study_budget_line_reports_what_was_spent():
+    study = import_tool("esr_study")
+    runs = {"searched": [{"seed": 0, "train_s": 600.0, "loadavg": [4.5, 4, 4]},
+                         {"seed": 1, "train_s": 660.0, "loadavg": [6.5, 5, 5]}],
+            "span": [{"seed": 0, "train_s": 540.0}]}
+    data = {"runs": runs, "search": {"search_s": 540.0}, "threads": 1, "machine": {"cores": 2, "cpu": "x86_64"},
+            "stats": {"searched": {"s_per_step": 0.42}, "span": {"s_per_step": 0.36}}}
+    line = study.wall_time_line(data)
+    assert "after 9 min of search; 30 min of training over 3 runs" in line
+    assert "searched 0.42, span 0.36" in line and "load average 4.5-6.5" in line and "1 torch thread" in line
+    assert study.done_seeds(data) == "searched 0, 1; span 0"
