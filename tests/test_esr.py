@@ -427,6 +427,12 @@ def test_study_verdicts_need_psnr_beyond_the_noise_at_equal_latency():
     assert study.latency_basis(quiet) == ({"a": 900.0}, "2 threads")
 
 
+def test_study_widened_row_matches_the_reference_macs():
+    study = import_tool("esr_study")
+    g, ref = tiny(), tiny(channels=20)
+    assert study.matched_width(g, ref) == 20 and study.deployed_macs(ref) > 4 * study.deployed_macs(g)
+
+
 def test_study_budget_line_reports_what_was_spent():
     study = import_tool("esr_study")
     runs = {"searched": [{"seed": 0, "train_s": 600.0, "loadavg": [4.5, 4, 4]},

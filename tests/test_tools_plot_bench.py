@@ -153,6 +153,8 @@ def test_bench_latency_section_writes_a_second_table_beside_the_first(tools, tmp
     assert "the x2 table" in text and "<!-- bench:latency_x4 -->" in text and "## Latency side by side, x4" in text
     row = json.loads(js.read_text())["results"][0]
     assert row["model"] == "spanv2" and row["scale"] == 4 and row["torch_latency_s"] > 0
+    bicubic = json.loads(js.read_text())["settings"]["bicubic_psnr_y"]
+    assert 10 < bicubic < 60 and f"| bicubic (no network) | 0 | - | - | - | {bicubic:.3f} |" in text
 
 
 def test_bench_finds_the_registered_weights_of_the_winners(tools):

@@ -500,7 +500,7 @@ def bench_latency(args, log) -> dict:
     import tempfile
 
     from srcore.data import BenchmarkSet
-    from srcore.evaluation import evaluate_model
+    from srcore.evaluation import evaluate_bicubic, evaluate_model
     from srcore.runtime import configure_allocator
 
     runtime = configure_allocator().as_dict()  # already applied by tools/common; recorded here
@@ -558,6 +558,8 @@ def bench_latency(args, log) -> dict:
     return {"subcommand": "latency", "input_shape": list(shape), "reference": args.reference if ref else None,
             "settings": {"warmup": args.warmup, "repeats": args.repeats, "threads": args.threads, "device": "cpu",
                          "onnx": onnx_ok, "psnr_set": psnr_set,
+                         "bicubic_psnr_y": evaluate_bicubic(BenchmarkSet(psnr_set, args.scale)).psnr_y
+                         if psnr_set else None,
                          "order": "one process; eager models round-robin, then onnxruntime models round-robin"},
             "runtime": runtime, "results": rows}
 
@@ -593,12 +595,21 @@ def latency_markdown(p: dict) -> str:
              f"Machine: {machine_line(p['machine'])}. Allocator: "
              f"{allocator}. {psnr} with the official weights (zoo) or the checkpoint's own (students); "
              "'-' = no weights. ORT = onnxruntime on the CPU (fp32, the same threads).", ""]
-    lines += markdown_rows(LATENCY_COLUMNS, [latency_cells(r) for r in p["results"]])
+    lines += markdown_rows(LATENCY_COLUMNS, latency_rows(p))
     return "\n".join(lines)
 
 
+def latency_rows(p: dict) -> list[list[str]]:
+    """The table's cells, and bicubic's PSNR-Y beside them (the trivial baseline every PSNR needs)."""
+    rows = [latency_cells(r) for r in p["results"]]
+    bicubic = p["settings"].get("bicubic_psnr_y")
+    if bicubic is not None:
+        rows.append(["bicubic (no network)", "0"] + ["-"] * 3 + [f"{bicubic:.3f}"] + ["-"] * 4)
+    return rows
+
+
 def latency_table(p: dict) -> Table:
-    return rich_table(latency_caption(p), LATENCY_COLUMNS, [latency_cells(r) for r in p["results"]])
+    return rich_table(latency_caption(p), LATENCY_COLUMNS, latency_rows(p))
 
 
 # ----------------------------------------------------------------------------------------------------

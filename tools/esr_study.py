@@ -9,7 +9,9 @@ beats the published SPAN and SPANV2 layouts at equal deployed latency, when all 
 1. Search (tools/search.py, preset configs/search/esr.yaml: x4, T91 + BSD200, every esr choice relaxed, a
    latency hinge): its target is --target-ratio times the SPAN layout's cost in the search's own latency table
    (deployed ops, measured on this machine; `cost.reference: span_x4`), so the search aims at SPANV2's speed
-   class (SPANV2 is 0.8x SPAN on this CPU). The derived genotype is the study's "searched" row.
+   class (SPANV2 is 0.8x SPAN on this CPU). The derived genotype is the study's "searched" row; the same
+   topology widened until its deployed MACs match SPANV2's is the "searched_wide" row (the equal-cost
+   comparison; its width is chosen once and kept in OUT/wide.json; --no-wide skips it).
 2. Train the searched genotype, the SPAN layout and the SPANV2 layout (search_spaces/genotypes/span_x4.yaml,
    spanv2_x4.yaml, random initialisation) with one recipe (configs/train/esr_x4.yaml: L1 + output KD from
    SPANV2's official weights, Adam, cosine, EMA) for --steps steps, once per seed of --seeds.
@@ -69,9 +71,12 @@ from srcore.paths import SHARED_VAR, shared_dir
 from srcore.rundir import claim_run_dir
 
 SETS = ("Set5", "Set14", "B100")
-ROWS = {"searched": "the searched esr genotype", "span": "SPAN layout (span_x4), from scratch",
+ROWS = {"searched": "the searched esr genotype",
+        "searched_wide": "the searched esr genotype, widened to SPANV2's deployed MACs",
+        "span": "SPAN layout (span_x4), from scratch",
         "spanv2": "SPANV2 layout (spanv2_x4), from scratch"}
 LAYOUTS = {"span": "span_x4", "spanv2": "spanv2_x4"}
+SEARCHED = ("searched", "searched_wide")  # the rows the verdict compares with each layout
 OFFICIAL = {"span": "SPAN, official weights (NTIRE 2024)", "spanv2": "SPANV2, official weights (NTIRE 2026)"}
 MALLOC = {"MALLOC_MMAP_THRESHOLD_": str(4 << 30), "MALLOC_TRIM_THRESHOLD_": str(4 << 30)}
 RESULT = "result.json"
@@ -83,6 +88,8 @@ def parse_args(argv):
     p.add_argument("--out", type=Path, default=Path("runs/esr_study"))
     p.add_argument("--steps", type=int, default=1500, help="training steps per run")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--no-wide", dest="wide", action="store_false",
+                   help="skip the row of the searched genotype widened to SPANV2's deployed MACs")
     p.add_argument("--search-config", default="esr", help="search preset or YAML (configs/search/)")
     p.add_argument("--search-set", action="append", default=[], metavar="KEY=VALUE", help="--set for the search")
     p.add_argument("--target-ratio", type=float, default=0.8, help="search cost target / the SPAN layout's cost")
@@ -166,10 +173,10 @@ def search_costs(out: Path) -> dict | None:
 # --- 2. training ------------------------------------------------------------------------------------------------
 
 
-def recipe(genotype: str, steps: int, seed: int) -> TrainConfig:
+def recipe(genotype: str, steps: int, seed: int, channels: int | None = None) -> TrainConfig:
     base = load_config(TrainConfig, CONFIGS / "train" / "esr_x4.yaml")
     return dataclasses.replace(
-        base, student=dataclasses.replace(base.student, genotype=genotype),
+        base, student=dataclasses.replace(base.student, genotype=genotype, channels=channels),
         schedule=dataclasses.replace(base.schedule, warmup_steps=min(base.schedule.warmup_steps, steps // 10)),
         loop=dataclasses.replace(base.loop, steps=steps, seed=seed))
 
@@ -195,8 +202,8 @@ def sets() -> list[BenchmarkSet]:
     return [BenchmarkSet(f"${{{SHARED_VAR}}}/data/{s}", 4) for s in SETS]
 
 
-def train_row(row: str, genotype: str, seed: int, args) -> dict:
-    cfg = recipe(genotype, args.steps, seed)
+def train_row(row: str, genotype: str, seed: int, args, channels: int | None = None) -> dict:
+    cfg = recipe(genotype, args.steps, seed, channels)
     run_dir = args.out / "train" / row / f"seed{seed}"
     done = run_dir / RESULT
     if done.is_file():
@@ -276,12 +283,37 @@ def latency_in_subprocess(args) -> dict:
     return json.loads((args.out / "latency.json").read_text())
 
 
+def deployed_macs(g, lr: int = 64) -> int:
+    with torch.random.fork_rng(devices=[]):
+        return count_flops(reparameterize(build_network(g)).eval(), torch.zeros(1, 3, lr, lr))["macs"]
+
+
+def matched_width(g, reference) -> int:
+    """The even width at which genotype `g`'s deployed network has the MACs closest to `reference`'s (the
+    searched topology at SPANV2's cost: the equal-cost comparison the latency hinge did not force)."""
+    target = deployed_macs(reference)
+    widths = range(8, 4 * max(g.channels, reference.channels) + 1, 2)
+    return min(widths, key=lambda c: abs(deployed_macs(dataclasses.replace(g, channels=c)) - target))
+
+
 def row_genotypes(args) -> dict[str, object]:
     g = {row: load_genotype(name) for row, name in LAYOUTS.items()}
     searched = args.out / "search" / "genotype.yaml"
     if searched.is_file():
-        g = {"searched": load_genotype(searched), **g}
+        s = load_genotype(searched)
+        wide = {"searched_wide": dataclasses.replace(s, channels=wide_channels(args, s))} if args.wide else {}
+        g = {"searched": s, **wide, **g}
     return g
+
+
+def wide_channels(args, searched) -> int:
+    """The widened row's width, chosen once and kept in OUT/wide.json (a rerun trains the same network)."""
+    path = args.out / "wide.json"
+    if path.is_file():
+        return int(json.loads(path.read_text())["channels"])
+    c = matched_width(searched, load_genotype(LAYOUTS["spanv2"]))
+    path.write_text(json.dumps({"channels": c, "matched_to": LAYOUTS["spanv2"], "by": "deployed MACs"}) + "\n")
+    return c
 
 
 def sizes(genotypes: dict[str, object], lr: int) -> dict:
@@ -316,34 +348,37 @@ def verdicts(stats: dict, lat: dict, noise: float | None) -> list[str]:
     if "searched" not in stats:
         return ["The search has not finished: no searched row yet."]
     out = []
-    s = stats["searched"]
-    for row in LAYOUTS:
-        if row not in stats:
-            continue
-        b = stats[row]
-        paired = [x - y for x, y, sx, sy in zip(s["per_seed"], b["per_seed"], s["seeds"], b["seeds"]) if sx == sy]
-        d = statistics.fmean(paired) if paired else s["mean"] - b["mean"]
-        ratio = lat["searched"] / lat[row] if lat and row in lat and "searched" in lat else None
-        margin = 2 * noise if noise is not None else 0.05
-        if abs(d) <= margin:
-            psnr = f"the same PSNR within the noise ({d:+.3f} dB, noise {margin:.3f} dB = 2 x the seed spread)"
-        elif d > 0:
-            psnr = f"higher PSNR ({d:+.3f} dB, beyond 2 x the seed spread {margin:.3f} dB)"
-        else:
-            psnr = f"lower PSNR ({d:+.3f} dB, beyond 2 x the seed spread {margin:.3f} dB)"
-        if ratio is None:
-            speed = "latency not measured"
-        elif ratio <= 0.95:
-            speed = f"faster ({ratio:.2f}x the latency)"
-        elif ratio < 1.05:
-            speed = f"at equal latency ({ratio:.2f}x)"
-        else:
-            speed = f"slower ({ratio:.2f}x the latency)"
-        beats = d > margin and ratio is not None and ratio < 1.05
-        out.append(f"Against the {ROWS[row]}: {psnr}, {speed}. "
-                   + ("It beats it at equal or lower deployed latency." if beats else
-                      "It does not beat it at equal deployed latency."))
+    for srow, row in [(a, b) for a in SEARCHED if a in stats for b in LAYOUTS if b in stats]:
+        out.append(verdict(srow, row, stats, lat, noise))
     return out
+
+
+def verdict(srow: str, row: str, stats: dict, lat: dict, noise: float | None) -> str:
+    """One plain statement: searched row `srow` against layout `row` (PSNR paired by seed, latency ratio)."""
+    s, b = stats[srow], stats[row]
+    paired = [x - y for x, y, sx, sy in zip(s["per_seed"], b["per_seed"], s["seeds"], b["seeds"]) if sx == sy]
+    d = statistics.fmean(paired) if paired else s["mean"] - b["mean"]
+    ratio = lat[srow] / lat[row] if lat and row in lat and srow in lat else None
+    margin = 2 * noise if noise is not None else 0.05
+    if abs(d) <= margin:
+        psnr = f"the same PSNR within the noise ({d:+.3f} dB, noise {margin:.3f} dB = 2 x the seed spread)"
+    elif d > 0:
+        psnr = f"higher PSNR ({d:+.3f} dB, beyond 2 x the seed spread {margin:.3f} dB)"
+    else:
+        psnr = f"lower PSNR ({d:+.3f} dB, beyond 2 x the seed spread {margin:.3f} dB)"
+    if ratio is None:
+        speed = "latency not measured"
+    elif ratio <= 0.95:
+        speed = f"faster ({ratio:.2f}x the latency)"
+    elif ratio < 1.05:
+        speed = f"at equal latency ({ratio:.2f}x)"
+    else:
+        speed = f"slower ({ratio:.2f}x the latency)"
+    beats = d > margin and ratio is not None and ratio < 1.05
+    subject = "" if srow == "searched" else f"{ROWS[srow][0].upper()}{ROWS[srow][1:]}: "
+    return (f"{subject}Against the {ROWS[row]}: {psnr}, {speed}. "
+            + ("It beats it at equal or lower deployed latency." if beats else
+               "It does not beat it at equal deployed latency."))
 
 
 def plot(stats: dict, refs_mean: dict, lat: dict, path: Path) -> None:
@@ -353,7 +388,7 @@ def plot(stats: dict, refs_mean: dict, lat: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.4))
-    colors = {"searched": "tab:red", "span": "tab:blue", "spanv2": "tab:green"}
+    colors = {"searched": "tab:red", "searched_wide": "tab:orange", "span": "tab:blue", "spanv2": "tab:green"}
     for row, st in stats.items():
         if row not in lat:
             continue
@@ -444,7 +479,7 @@ def render(data: dict) -> str:
     def ms(row: str) -> str:
         return " | ".join(f"{lat[t][row]:.1f}" if row in lat[t] else "-" for t in threads)
 
-    for row in ("searched", "span", "spanv2"):
+    for row in ROWS:
         if row not in st:
             continue
         s = st[row]
@@ -537,9 +572,12 @@ def main(argv=None) -> int:
     else:
         search = run_search(args)
         genos = {"searched": search["genotype"], **LAYOUTS}
+        wide = wide_channels(args, load_genotype(search["genotype"])) if args.wide else None
         for i, seed in enumerate(args.seeds):  # one seed of every row first: a partial study is already a comparison
             for row, genotype in genos.items():
                 train_row(row, genotype, seed, args)
+            if wide is not None:
+                train_row("searched_wide", search["genotype"], seed, args, channels=wide)
             references(args)
             last = i == len(args.seeds) - 1
             if last or not (args.out / "latency.json").is_file():  # timed once early, re-timed at the end
