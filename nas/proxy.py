@@ -23,8 +23,9 @@ from search_spaces.genotype import Genotype
 
 def _fits(search: Search, g: Genotype) -> None:
     s = search.cfg.space
-    if (g.channels, g.num_cells, g.scale, tuple(g.ops)) != (s.channels, s.num_cells, s.scale, tuple(s.ops)):
-        raise ValueError(f"the genotype (C={g.channels}, {g.num_cells} cells, x{g.scale}, ops {list(g.ops)}) is not "
+    used = {op for k in range(1, g.num_cells + 1) for op in g.cell_ops(k)}
+    if (g.channels, g.num_cells, g.scale) != (s.channels, s.num_cells, s.scale) or not used <= set(s.ops):
+        raise ValueError(f"the genotype (C={g.channels}, {g.num_cells} cells, x{g.scale}, ops {sorted(used)}) is not "
                          f"in the search's space (C={s.channels}, {s.num_cells} cells, x{s.scale}, ops {list(s.ops)})")
     if s.shared_alphas and g.cell is None:
         raise ValueError("the search shares one cell across cells; the genotype has a cell per position")

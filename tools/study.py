@@ -333,6 +333,11 @@ def genotype_hash(g: Genotype) -> str:
     return hashlib.sha256(json.dumps(g.to_dict(), sort_keys=True).encode()).hexdigest()[:8]
 
 
+def used_ops(g: Genotype) -> list[str]:
+    """The ops a genotype's cells use (not its declared op set)."""
+    return [op for k in range(1, g.num_cells + 1) for op in g.cell_ops(k)]
+
+
 def describe_genotype(g: Genotype) -> str:
     cells = "/".join(g.cell) if g.cell is not None else " | ".join("/".join(c) for c in g.cells)
     links = ", ".join(f"{k}←{a},{b}" for k, (a, b) in enumerate(g.inputs, start=3))
@@ -351,9 +356,13 @@ def at_width(g: Genotype, channels: int, num_cells: int, skip: str) -> Genotype:
 
 
 def matched_width(g: Genotype, target: float) -> Genotype:
-    """`g` at the even width whose parameter count is closest to `target`."""
-    best = min(range(4, 257, 2), key=lambda c: abs(count_params(DLSRNet(dataclasses.replace(g, channels=c))) - target))
-    return dataclasses.replace(g, channels=best)
+    """`g` at the even width whose parameter count is closest to `target` (parameters grow with the width)."""
+    tried = []
+    for c in range(4, 1025, 2):
+        tried.append((abs(count_params(DLSRNet(dataclasses.replace(g, channels=c))) - target), c))
+        if len(tried) > 1 and tried[-1][0] > tried[-2][0]:
+            break
+    return dataclasses.replace(g, channels=min(tried)[1])
 
 
 class Study:
@@ -401,7 +410,7 @@ class Study:
             return matched_width(g, target)
         if row.kind == "published":
             g = at_width(load_genotype(cfg.baselines.published), s.channels, s.num_cells, s.skip)
-            return dataclasses.replace(g, ops=tuple(s.ops)) if set(g.ops) <= set(s.ops) else g
+            return dataclasses.replace(g, ops=tuple(s.ops)) if set(used_ops(g)) <= set(s.ops) else g
         return self.random_sample(target)[int(row.name.split("_")[1]) - 1]
 
     def random_sample(self, target: float) -> list[Genotype]:
@@ -559,7 +568,7 @@ class Study:
 
     def _in_space(self, g: Genotype) -> bool:
         s = self.space
-        return (g.channels, g.num_cells, tuple(g.ops)) == (s.channels, s.num_cells, tuple(s.ops)) and (
+        return (g.channels, g.num_cells) == (s.channels, s.num_cells) and set(used_ops(g)) <= set(s.ops) and (
             g.cell is not None or not s.shared_alphas)
 
     def references(self) -> dict:
