@@ -78,12 +78,13 @@ from distill.trainer import without_kd
 from nas.config import SearchConfig
 from nas.proxy import rank_correlation, supernet_losses
 from nas.sample import genotype_params, sample_matched
-from nas.search import CHECKPOINT, REPORT, check_resume_config, load_search, run_search
+from nas.search import CHECKPOINT, HISTORY, REPORT, check_resume_config, load_search, run_search
 from search_spaces.genotype import VERSION, Genotype, load_genotype, save_genotype, validate
 from search_spaces.network import DLSRNet
 from srcore.checkpoint import CheckpointError, load_file
 from srcore.config import ConfigError, check_min, load_config, to_dict
 from srcore.cost import count_flops, count_params, latency
+from srcore.jsonl import read_jsonl
 from srcore.modelspec import load_checkpoint_model
 from srcore.paths import SHARED_VAR
 from srcore.rundir import check_output_file, claim_run_dir
@@ -637,7 +638,28 @@ def search_summary(study: Study, v: VariantConfig, row: dict) -> dict:
     return {**{k: row[k] for k in ("label", "params", "steps", "search_s", "verdict", "decided", "degenerate",
                                    "links", "genotype")},
             "edges": edges, "tau_end": study.search_cfgs[v.name].arch.tau_end,
+            "history": history_summary(study.out / "search" / v.name / HISTORY, ops),
             "command": f"python tools/search.py --config {study.cfg.search.config} {sets}".strip()}
+
+
+def history_summary(path: Path, ops: list[str]) -> dict:
+    """From alpha_history.jsonl: the mean size of the loss and the cost gradient on alpha over the arch phase,
+    how often the argmax ops changed during it, and the step from which they stayed the final ones."""
+    lines = read_jsonl(path)
+    seq = [(e["step"], tuple(ops[int(torch.tensor(e["alpha"]).reshape(-1, len(ops))[i].argmax())]
+                             for i in range(torch.tensor(e["alpha"]).reshape(-1, len(ops)).shape[0])))
+           for e in lines]
+    arch = [e for e in lines if e.get("arch_steps")]
+
+    def norm(key: str) -> float | None:
+        vals = [float(torch.tensor(e[key]).norm()) for e in arch if e.get(key) is not None]
+        return statistics.fmean(vals) if vals else None
+
+    first_arch = arch[0]["step"] if arch else None
+    settled = next((step for i, (step, g) in enumerate(seq) if all(h == seq[-1][1] for _, h in seq[i:])), None)
+    changes = sum(a != b for (s, a), (_, b) in zip(seq, seq[1:]) if first_arch is not None and s >= first_arch)
+    return {"grad_loss": norm("grad_alpha_loss"), "grad_cost": norm("grad_alpha_cost"), "first_arch_step": first_arch,
+            "settled_step": settled, "changes": changes, "logged": len(seq), "last_step": seq[-1][0] if seq else None}
 
 
 def main(argv=None) -> int:

@@ -199,6 +199,13 @@ def render(results: dict) -> str:
             w = ", ".join(f"{x:.2f}" for x in link["weights"])
             lines.append(f"\nCell {link['cell']} reads cells {tuple(link['inputs'])} (softmax(β) = [{w}], "
                          f"{'decided' if link['decided'] else 'undecided'}).")
+        h = s["history"]
+        if h["first_arch_step"] is not None:
+            cost = f", of the cost gradient {h['grad_cost']:.3g}" if h["grad_cost"] is not None else ""
+            lines.append(f"\nArchitecture steps from step {h['first_arch_step']} to {h['last_step']}: mean norm of the "
+                         f"loss gradient on α {h['grad_loss']:.3g}{cost} (per logged interval); the argmax ops "
+                         f"changed {h['changes']} time(s) between the {h['logged']} logged steps and are the final "
+                         f"ones from step {h['settled_step']} on.")
         lines.append("")
     if results["proxy"]:
         lines += ["## Does the supernet rank genotypes as training does? (generated)", "",
