@@ -108,8 +108,11 @@ def render(results: dict) -> str:
         f"time, {meta['threads']} thread(s) each). Study wall time {meta['wall_s'] / 3600:.2f} h over "
         f"{meta['sessions']} session(s), {meta['first_start']} to {meta['date']}; the 1-minute load average "
         f"ranged {meta['load_min']:.1f}-{meta['load_max']:.1f} on this {meta['cores']}-core machine (other jobs "
-        "shared it, so every time below is inflated). Do not edit by hand: re-run the command "
-        "(finished runs are reused).",
+        "shared it, so every time below is inflated). Run time summed over the runs: searches "
+        f"{sum(s['search_s'] for s in results['searches'].values()) / 3600:.2f} h, training "
+        f"{sum(x['train_s'] for r in rows for x in r['runs']) / 3600:.2f} h, evaluation "
+        f"{sum(x.get('eval_s', 0) for r in rows for x in r['runs']) / 3600:.2f} h. Do not edit by hand: re-run the "
+        "command (finished runs are reused).",
         "",
         "## Setup",
         "",
@@ -171,6 +174,12 @@ def render(results: dict) -> str:
                      f"the rows, is σ = {sigma:.4f} dB. A difference of two rows' {n}-seed means has a standard "
                      f"deviation of about σ·√(2/{n}) = {sigma * math.sqrt(2 / n):.4f} dB; it counts as real only "
                      f"beyond twice that, {2 * sigma * math.sqrt(2 / n):.4f} dB.")
+        rand = [statistics.fmean(mean_psnr(x) for x in r["runs"]) for r in rows if r["kind"] == "random" and r["runs"]]
+        if len(rand) > 1:
+            lines.append(f"How much the architecture matters at matched parameters: the random rows' means spread "
+                         f"over {max(rand) - min(rand):.3f} dB (standard deviation {statistics.stdev(rand):.4f} dB) "
+                         f"against σ/√{n} = {sigma / math.sqrt(n):.4f} dB that seed noise alone would give a row's "
+                         "mean.")
     lines.append("")
     labels = {r["name"]: r["label"] for r in rows}
     for v, res in results["verdicts"].items():
