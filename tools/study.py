@@ -447,10 +447,15 @@ class Study:
     # scheduling --------------------------------------------------------------------------------------------------
 
     def tasks(self) -> list[tuple[str, tuple]]:
-        """(name, needs) in the order they are started: the searches, then every row's first seed, then the
-        second, ... (so an unfinished study has every row it can)."""
+        """(name, needs) in the order they are started: the searches, then the rows the verdict needs first (the
+        matched search's genotype and the random ones), then the published and hand-designed genotypes and the
+        other searches' (so an unfinished study already answers its question); all seeds of a row together (so
+        the seed noise is measured early)."""
+        first = {"searched": 0, "random": 1, "published": 2, "hand": 3}
+        match = f"searched_{self.cfg.search.match}"
+        rows = sorted(self.rows, key=lambda r: (first[r.kind] if r.kind != "searched" or r.name == match else 4))
         out = [(f"search:{v.name}", ()) for v in self.cfg.search.variants]
-        out += [(f"train:{row.name}:{seed}", row.needs) for seed in self.cfg.recipe.seeds for row in self.rows]
+        out += [(f"train:{row.name}:{seed}", row.needs) for row in rows for seed in self.cfg.recipe.seeds]
         return out
 
     def submit(self, workers, name: str) -> Future:
