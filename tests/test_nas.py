@@ -749,8 +749,10 @@ def test_search_and_derive_cli_end_to_end(tmp_path, monkeypatch):
     g = load_genotype(out / "genotype.yaml")
     assert derive_cli.main([str(out), "--out", str(tmp_path / "derived.yaml")]) == 0
     assert load_genotype(tmp_path / "derived.yaml") == g
-    assert json.loads((tmp_path / "derived.report.json").read_text())["edges"] == \
-        json.loads((out / "collapse_report.json").read_text())["edges"]
+    derived, searched = (json.loads(p.read_text()) for p in (tmp_path / "derived.report.json",
+                                                             out / "collapse_report.json"))
+    assert derived["edges"] == searched["edges"] and derived["derived_cost"] == searched["derived_cost"]
+    assert derived["derived_cost"]["value"] == count_params(DLSRNet(g))
     assert derive_cli.main([str(out), "--out", str(tmp_path / "pt.yaml"), "--method", "perturbation",
                             "--eval-batches", "1", "--tune-steps", "1"]) == 0
     pt = json.loads((tmp_path / "pt.report.json").read_text())
