@@ -348,7 +348,8 @@ class Compressor:
         if self.s.importance != "taylor":
             return None, None
         d = cfg.data
-        ds = PatchDataset(d.train, self.scale, d.gt_size, augment=False, seed=cfg.loop.seed + k)
+        ds = PatchDataset(d.train, self.scale, d.gt_size, augment=False, seed=cfg.loop.seed + k, cache=d.cache,
+                          cache_dir=d.cache_dir)
         n = min(len(ds), self.s.taylor_batches * d.batch_size)
         items = [ds[i] for i in range(n)]
         batches = [{key: torch.stack([it[key] for it in items[i:i + d.batch_size]]) for key in ("lq", "gt")}

@@ -311,7 +311,7 @@ class Search:
         torch.manual_seed(seed)
 
         source = PatchDataset(cfg.data.train, cfg.space.scale, cfg.data.gt_size, augment=cfg.data.augment,
-                              repeat=cfg.data.repeat, seed=seed)
+                              repeat=cfg.data.repeat, seed=seed, cache=cfg.data.cache, cache_dir=cfg.data.cache_dir)
         self.train_ds, self.val_ds = split_dataset(source, cfg.data.val_fraction, seed, cfg.data.train_range,
                                                    cfg.data.val_range)
         self.batches_per_epoch = len(epoch_batches(len(self.train_ds), cfg.data.batch_size, seed, 0))
@@ -725,8 +725,8 @@ def check_resume_config(saved: dict, new: dict, source: str) -> None:
             old, value = _get(saved, key), _get(new, key)
             raise CheckpointError(f"{source}: {key} = {value!r} differs from the checkpoint's {old!r}; it changes what "
                                   "the search computes, so a resumed search cannot change it (only run.*, derive.*, "
-                                  "space.fuse, space.channels_last and the logging, evaluation and checkpoint keys "
-                                  "of loop may change)")
+                                  "space.fuse, space.channels_last, data.cache, data.cache_dir and the logging, "
+                                  "evaluation and checkpoint keys of loop may change)")
 
 
 def _get(d: dict, key: str):
