@@ -636,7 +636,7 @@ class Search:
     def _loop(self, history, interrupt: _DeferredInterrupt, stop_at: int | None) -> str:
         cfg, p = self.cfg, self.pos
         loop, seed, algorithm = cfg.loop, cfg.loop.seed, cfg.arch.algorithm
-        t_last = time.perf_counter()
+        t_last, timed = time.perf_counter(), 0  # steps since t_last (the loss window may hold earlier ones)
         while p.epoch < loop.epochs:
             batches = epoch_batches(len(self.train_ds), cfg.data.batch_size, seed, p.epoch)
             while p.batch < len(batches):
@@ -656,15 +656,15 @@ class Search:
                     self.arch_step(batch, lr, train_grads)
                 p.step, p.batch = p.step + 1, p.batch + 1
                 self.check_step(loss)
-                self.loss_sum, self.loss_n = self.loss_sum + loss, self.loss_n + 1
+                self.loss_sum, self.loss_n, timed = self.loss_sum + loss, self.loss_n + 1, timed + 1
                 if loop.eval_every and p.step % loop.eval_every == 0:
                     self.metrics["val_psnr"] = self.evaluate()
                     self.callback("eval", {"step": p.step, "psnr": self.metrics["val_psnr"]})
                 if p.step % loop.log_every == 0 or p.step == self.total_steps:
                     self.metrics["loss"] = distributed.sum_floats([self.loss_sum])[0] / (self.loss_n * self.world)
                     now = time.perf_counter()
-                    status = self._log(history, lr, arch_on, (now - t_last) / max(self.loss_n, 1))
-                    t_last, self.loss_sum, self.loss_n = now, 0.0, 0
+                    status = self._log(history, lr, arch_on, (now - t_last) / timed)
+                    t_last, timed, self.loss_sum, self.loss_n = now, 0, 0.0, 0
                     if status:
                         return status
                 if loop.checkpoint_every and p.step % loop.checkpoint_every == 0:
