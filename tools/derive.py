@@ -25,7 +25,7 @@ import torch
 from common import console, run_cli, setup_logging
 
 from nas.config import SearchConfig
-from nas.cost import op_param_counts
+from nas.cost import CostModel, CostTable, op_param_counts
 from nas.derive import derive_genotype, describe
 from nas.report import collapse_report, format_report
 from nas.search import CHECKPOINT, HISTORY, atomic_save_json, load_search, temperature
@@ -84,6 +84,7 @@ def check_exclude(exclude: list[str], ops: tuple[str, ...]) -> None:
 def argmax_derive(ckpt: dict, cfg: SearchConfig, path: Path, step: int | None):
     """The argmax genotype and its report, from the checkpoint or a logged step (no data needed)."""
     total = int(ckpt["total_steps"])
+    logged = step
     if step is None:
         sd, step = ckpt["state_dict"], int(ckpt["step"])
         alphas, betas = sd["alphas"], [sd[f"betas.{i}"] for i in range(cfg.space.num_cells - 2)]
@@ -95,14 +96,18 @@ def argmax_derive(ckpt: dict, cfg: SearchConfig, path: Path, step: int | None):
         except (TypeError, ValueError, RuntimeError) as e:
             raise ValueError(f"{path.parent / HISTORY}: step {step}: alpha/beta are not numeric arrays ({e})") from None
         tau = entry.get("tau", 1.0)
-    g = derive_genotype(alphas, betas, cfg.space, exclude=cfg.derive.exclude)
+    source = str(path) if logged is None else f"{path.parent / HISTORY} step {logged}"
+    g = derive_genotype(alphas, betas, cfg.space, exclude=cfg.derive.exclude, source=source)
     table = ckpt["search_state"].get("cost_table")
     params = op_param_counts(cfg.space.ops, cfg.space.channels)
     costs, unit = (table["ops"], table["unit"]) if table else (params, "params")
     chosen = [op for k in range(1 if g.cell is not None else g.num_cells) for op in g.cell_ops(k + 1)]
     report = collapse_report(torch.softmax(alphas.double() / tau, dim=-1), betas, cfg.space, costs, params,
                              decided_prob=cfg.loop.decided_prob, chosen=chosen, inputs=g.inputs, cost_unit=unit)
-    return g, {**report, "method": "argmax", "step": step}
+    report = {**report, "method": "argmax", "step": step}
+    if table:
+        report["derived_cost"] = CostModel(CostTable.from_dict(table), cfg.space, cfg.cost).genotype_cost(g)
+    return g, report
 
 
 def main(argv=None) -> int:
