@@ -9,6 +9,9 @@
             `distill.trainer.Trainer` (teachers: the unpruned network, zoo teachers with their official weights,
             srnas checkpoints; OUT/round_k/finetune/), then write OUT/round_k/model.pt and, last,
             OUT/round_k/metrics.json (PSNR-Y on the validation sets, params, MACs, latency).
+A round whose target the previous round's network already meets (pruning to a width multiple can overshoot
+a round's target) prunes nothing: its model.pt is the previous round's network, recorded with
+`already_met: true` and no fine-tuning, and the run goes on to the next round (or ends).
 A round counts as finished once its metrics.json exists; a run started again with the same OUT and the same
 settings continues after the last finished round (inside a round, the fine-tune resumes from its last.pt).
 Every file is written atomically (temp file + rename).
@@ -145,6 +148,7 @@ class RoundRecord:
     finetune_steps: int = 0
     finetune_s: float = 0.0
     prune_s: float = 0.0
+    already_met: bool = False  # the previous round's network met this round's target: nothing pruned
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -296,6 +300,10 @@ class Compressor:
         cfg = finetune_config(s, rd / "pruned.pt", self.scale, teachers, self.start_config)
         pruned_path = rd / "pruned.pt"
         target = self.round_target(k, start_value)
+        last = self.history[k - 1]
+        now = {"params": last.params, "macs": last.macs, "latency": last.latency_s}.get(target.kind)
+        if now is not None and now <= target.value:
+            return self._met_round(k, prev, spec, last, target)
         t0 = time.perf_counter()
         ratio = None
         if not pruned_path.exists():
@@ -325,13 +333,23 @@ class Compressor:
         save_json_atomic(rd / "metrics.json", json.dumps(rec.as_dict(), indent=2) + "\n")
         return rec
 
+    def _met_round(self, k: int, prev: nn.Module, spec: dict, last: RoundRecord, target: Target) -> RoundRecord:
+        """Round k when round k-1's network already meets its target: that network again, not pruned or
+        fine-tuned (its measurements carry over)."""
+        rec = dataclasses.replace(last, round=k, target=dataclasses.asdict(target), ratio=0.0, finetune_steps=0,
+                                  finetune_s=0.0, prune_s=0.0, already_met=True)
+        self._save_model(self.round_dir(k) / "model.pt", prev, spec, rec.as_dict())
+        save_json_atomic(self.round_dir(k) / "metrics.json", json.dumps(rec.as_dict(), indent=2) + "\n")
+        return rec
+
     def _taylor_inputs(self, cfg: TrainConfig, k: int, teachers: list[TeacherConfig]):
         """(batches, loss) for Taylor importance: training patches, L1 to the first teacher's SR (the
         distillation loss) or to the ground truth without a teacher; (None, None) for magnitudes."""
         if self.s.importance != "taylor":
             return None, None
         d = cfg.data
-        ds = PatchDataset(d.train, self.scale, d.gt_size, augment=False, seed=cfg.loop.seed + k)
+        ds = PatchDataset(d.train, self.scale, d.gt_size, augment=False, seed=cfg.loop.seed + k, cache=d.cache,
+                          cache_dir=d.cache_dir)
         n = min(len(ds), self.s.taylor_batches * d.batch_size)
         items = [ds[i] for i in range(n)]
         batches = [{key: torch.stack([it[key] for it in items[i:i + d.batch_size]]) for key in ("lq", "gt")}

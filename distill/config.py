@@ -72,6 +72,8 @@ class DataConfig:
     num_workers: int = 0
     fixed_patches: bool = False  # same patches every epoch (epoch 0's); lets the teacher cache hit
     cache_teacher: bool = False  # cache teacher SR outputs per patch (needs fixed_patches)
+    cache: Literal["ram", "disk"] = "ram"  # decoded images in RAM, or memory-mapped from cache_dir (srcore.decoded)
+    cache_dir: str | None = None  # disk cache folder (default $SRNAS_CACHE/decoded, ~/.cache/srnas/decoded)
 
     def __post_init__(self):
         check_min("data", self, gt_size=2, batch_size=1, repeat=1, num_workers=0)

@@ -283,8 +283,11 @@ def _world() -> tuple[int, int]:
 def resume_diff(saved: dict, cfg: TrainConfig) -> list[str]:
     """The keys in which `cfg` differs from a run's saved config in a way that forbids resuming it: everything
     that shapes the trajectory or picks best.pt (loop.steps sets the cosine schedule's length, val the data that
-    chooses best.pt). Logging and checkpoint cadence may change."""
+    chooses best.pt). Logging and checkpoint cadence, and where decoded images are kept (data.cache,
+    data.cache_dir), may change."""
     now, saved = to_dict(cfg), read_back(TrainConfig, saved)
+    for d in (now, saved):  # the same patches either way
+        d["data"] = {k: v for k, v in d.get("data", {}).items() if k not in ("cache", "cache_dir")}
     fixed = ("student", "teacher", "data", "optim", "schedule", "loss", "stages", "val")
     diff = [k for k in fixed if saved.get(k) != now.get(k)]
     return diff + [f"loop.{k}" for k in ("seed", "steps") if saved.get("loop", {}).get(k) != now["loop"][k]]
@@ -344,7 +347,8 @@ class Trainer:
         for g in sizes:
             if g % scale:
                 raise ConfigError(f"HR patch size {g} is not divisible by the scale {scale}")
-        self.dataset = PatchDataset(d.train, scale, max(sizes), augment=d.augment, repeat=d.repeat, seed=cfg.loop.seed)
+        self.dataset = PatchDataset(d.train, scale, max(sizes), augment=d.augment, repeat=d.repeat, seed=cfg.loop.seed,
+                                    cache=d.cache, cache_dir=d.cache_dir)
         self.dataset.gt_size = d.gt_size
         self.steps_per_epoch = len(self.dataset) // d.batch_size
         if self.steps_per_epoch == 0:

@@ -94,6 +94,8 @@ class DataConfig:
     repeat: int = 1  # patches per training image per epoch
     augment: bool = True
     val_sampling: Literal["epoch", "replacement"] = "epoch"  # arch batches: walk epochs, or draw with replacement
+    cache: Literal["ram", "disk"] = "ram"  # decoded images in RAM, or memory-mapped from cache_dir (srcore.decoded)
+    cache_dir: str | None = None  # disk cache folder (default $SRNAS_CACHE/decoded, ~/.cache/srnas/decoded)
 
     def __post_init__(self) -> None:
         if not 0.0 < self.val_fraction < 1.0:
@@ -392,7 +394,8 @@ def search_config_from_dict(data: dict, source: str = "config") -> SearchConfig:
 # Keys (dotted, or a whole section) that may change when a search is resumed: they change how it runs,
 # is logged, evaluated, checkpointed or derived, not the weights and alphas it computes (fusion and the
 # memory format change float rounding only).
-EXECUTION_KEYS = ("run", "derive", "space.fuse", "space.channels_last", "loop.log_every", "loop.eval_every",
+EXECUTION_KEYS = ("run", "derive", "space.fuse", "space.channels_last", "data.cache", "data.cache_dir",
+                  "loop.log_every", "loop.eval_every",
                   "loop.eval_patches", "loop.checkpoint_every", "loop.collapse_check", "loop.decided_prob",
                   "loop.collapse_action", "cost.latency_repeats")
 

@@ -155,6 +155,12 @@ class CostModel(nn.Module):
         """The table's cost of a derived network given its stage ops, one triple per cell."""
         return self.table.fixed + sum(self.table.ops[name] for cell in ops_per_cell for name in cell)
 
+    def genotype_cost(self, genotype: Genotype) -> dict:
+        """The table's cost of a derived genotype beside the target, for the derive report."""
+        value = self.derived_cost([genotype.cell_ops(k + 1) for k in range(genotype.num_cells)])
+        return {"kind": self.table.kind, "unit": self.table.unit, "value": value, "target": self.cfg.target,
+                "ratio_to_target": value / self.cfg.target}
+
 
 def op_param_counts(ops: Sequence[str], channels: int) -> dict[str, float]:
     """Parameters of each stage op at width `channels` (without touching the caller's RNG)."""

@@ -22,6 +22,7 @@ import torch
 
 from nas.config import SpaceConfig
 from search_spaces.genotype import Genotype
+from srcore.checkpoint import find_non_finite
 
 TOP_K = 2  # inputs per cell k >= 3 in a genotype
 
@@ -43,10 +44,19 @@ def top_inputs(beta: torch.Tensor) -> tuple[int, ...]:
     return tuple(sorted(j + 1 for j in order[:TOP_K]))
 
 
+def check_arch_finite(alphas: torch.Tensor, betas: Sequence[torch.Tensor], source: str) -> None:
+    """A ValueError naming `source` and the first of alphas, betas.0, ... holding NaN or Inf: a genotype
+    read off a diverged search would be an argmax over garbage."""
+    bad = find_non_finite({"alphas": alphas.detach(), **{f"betas.{i}": b.detach() for i, b in enumerate(betas)}})
+    if bad is not None:
+        raise ValueError(f"{source}: {bad}; the search diverged, so no genotype is derived from it")
+
+
 def derive_genotype(alphas: torch.Tensor, betas: Sequence[torch.Tensor], space: SpaceConfig, *,
-                    exclude: Sequence[str] = ()) -> Genotype:
+                    exclude: Sequence[str] = (), source: str = "architecture parameters") -> Genotype:
     """The genotype of raw `alphas` ((3, |ops|) shared or (N, 3, |ops|) per cell) and `betas` (one
-    tensor of k-1 values for each cell k = 3..N): argmax per edge, top two inputs per cell."""
+    tensor of k-1 values for each cell k = 3..N): argmax per edge, top two inputs per cell. Non-finite
+    values are a ValueError naming `source` (the checkpoint or history file they come from)."""
     n, ops = space.num_cells, tuple(space.ops)
     unknown = [name for name in exclude if name not in ops]
     if unknown:
@@ -58,6 +68,7 @@ def derive_genotype(alphas: torch.Tensor, betas: Sequence[torch.Tensor], space: 
     if len(betas) != n - 2 or any(b.numel() != k - 1 for b, k in zip(betas, range(3, n + 1))):
         raise ValueError(f"betas {[b.numel() for b in betas]} do not fit {n} cells "
                          f"(expected sizes {list(range(2, n))})")
+    check_arch_finite(alphas, betas, source)
     inputs = tuple(top_inputs(b.detach().cpu()) for b in betas)
     return make_genotype(space, best_ops(alphas.reshape(-1, len(ops)), ops, exclude), inputs)
 

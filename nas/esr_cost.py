@@ -219,6 +219,13 @@ class ESRCostModel(nn.Module):
                 total += 3 * ops[f"conv:{b.conv}"] + 2 * ops[f"act:{b.act}"] + ops[f"attn:{b.attn}"]
         return total + ops[f"skip:{g.skip}"]
 
+    def genotype_cost(self, g: ESRGenotype) -> dict:
+        """The table's cost of a derived genotype beside the (absolute) target, for the derive report (the shape
+        of `nas.cost.CostModel.genotype_cost`)."""
+        value = self.derived_cost(g)
+        return {"kind": self.table.kind, "unit": self.table.unit, "value": value, "target": self.target,
+                "ratio_to_target": value / self.target}
+
 
 def reference_genotype(name: str, space: ESRSpaceConfig) -> ESRGenotype:
     """`cost.reference` loaded and checked against the space: its fixed parts must be the space's and its

@@ -20,7 +20,8 @@ The genotype is degenerate when every edge takes the cheapest op, or every edge 
 parameter-free op, or every edge takes the same op while some choice is undecided (the classic DARTS
 collapse and the coin toss of an unfinished search); each reason is a warning. Undecided edges, and
 undecided links, are warnings on their own; `decided` means every edge and every link is decided.
-`format_report` renders the report as text for terminals and logs.
+`format_report` renders the report as text for terminals and logs (with the derived genotype's cost when the
+search derive added one, `nas.cost.CostModel.genotype_cost`).
 """
 from __future__ import annotations
 
@@ -124,5 +125,9 @@ def format_report(report: dict) -> str:
     lines.append(f"{s['distinct_ops']} distinct ops on {s['edges']} edges; cheapest op on {s['share_cheapest']:.0%}, "
                  f"parameter-free on {s['share_param_free']:.0%}; {s['undecided']} undecided edges, "
                  f"{s['undecided_links']} undecided links; mean entropy {s['mean_entropy']:.3f}")
+    cost = report.get("derived_cost")
+    if cost is not None:
+        lines.append(f"derived genotype costs {cost['value']:.6g} {cost['unit']} ({cost['kind']} table; target "
+                     f"{cost['target']:.6g}, {cost['ratio_to_target']:.2f}x)")
     lines.append(f"verdict: {report['verdict']}")
     return "\n".join(lines)

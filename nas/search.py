@@ -15,8 +15,10 @@ step), the cost ramp (0 -> 1 over cost.ramp_epochs after warm-up) and the random
 (seeded by the step). So a search can stop at any step boundary and continue exactly: patches come
 from `PatchDataset` (seeded by seed, epoch, index), batch order from a generator seeded by (seed,
 epoch); the checkpoint holds weights and arch parameters (one state dict), both Adam states, the data
-positions, the cost table and the RNG states. On the CPU a resumed search ends with the same alphas
-and weights (torch.equal) as an uninterrupted one. A resumed search may change execution keys only
+positions, the cost table, the RNG states and the running windows between two log lines (the loss sum
+behind the logged "loss" and the arch gradient sums behind the history's gradient means). On the CPU a
+resumed search ends with the same alphas, weights, history and metrics (bit for bit) as an uninterrupted
+one. A resumed search may change execution keys only
 (`nas.config.EXECUTION_KEYS`: threads, device, logging, evaluation, checkpoints, fusion, memory
 format, derive); any other change is refused, naming the key.
 
@@ -30,8 +32,14 @@ Files in `out_dir` (written by process 0):
                         "arch_steps" (their number; the gradients are null when it is 0);
   genotype.yaml         the derived genotype at the end (`derive.method`: argmax or perturbation);
   collapse_report.json  per edge: mixture weights, chosen op, entropy, margin, decided or not, cheapest
-                        or parameter-free, and the verdict (`nas.report`), at the end;
+                        or parameter-free, and the verdict (`nas.report`), at the end; with a cost term
+                        also "derived_cost": the cost table's cost of the derived genotype and its target;
   cost_table.json       the per-op cost table (when `cost.kind` is not none).
+
+Non-finite values stop the search (`NonFiniteSearch`, one line naming the step and the first bad term or
+tensor): the loss terms of each step and the arch parameters are checked every step, every tensor before
+each checkpoint, so the last good checkpoint is never replaced by NaN/Inf weights, and no genotype is
+derived from non-finite alphas or betas.
 
 Library code: no logging setup, no printing; progress goes to `callback(event, info)` with events
 "start", "step" (every log step), "eval", "collapse", "checkpoint", "report" and "end".
@@ -62,12 +70,12 @@ from nas import distributed
 from nas.architect import Architect
 from nas.config import SearchConfig, is_execution_key, search_config_from_dict
 from nas.cost import CostTable
-from nas.derive import make_genotype
+from nas.derive import check_arch_finite, make_genotype
 from nas.loss import sr_loss
 from nas.select import perturbation_select
 from nas.spaces import space_of
 from search_spaces.genotype import Genotype, save_genotype
-from srcore.checkpoint import CheckpointError, load_file, save_checkpoint
+from srcore.checkpoint import CheckpointError, find_non_finite, load_file, save_checkpoint
 from srcore.config import ConfigError, to_dict
 from srcore.data import DataError, PatchDataset
 from srcore.jsonl import trim_jsonl
@@ -80,6 +88,10 @@ REPORT = "collapse_report.json"
 COST_TABLE = "cost_table.json"
 
 Callback = Callable[[str, dict], None]
+
+
+class NonFiniteSearch(RuntimeError):
+    """A loss term, weight or arch parameter became NaN or Inf; the search stopped without saving it."""
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -238,6 +250,12 @@ class _GradMeans:
             self.cost = self.cost + cost
         self.n += 1
 
+    def state(self) -> dict:
+        return {"n": self.n, "loss": self.loss, "cost": self.cost}
+
+    def load_state(self, state: dict) -> None:
+        self.n, self.loss, self.cost = state["n"], state["loss"], state["cost"]
+
     def entry(self) -> dict:
         if self.n == 0:
             return {"arch_steps": 0, "grad_alpha_loss": None, "grad_alpha_cost": None, "grad_beta_loss": None}
@@ -292,7 +310,7 @@ class Search:
         torch.manual_seed(seed)
 
         source = PatchDataset(cfg.data.train, cfg.space.scale, cfg.data.gt_size, augment=cfg.data.augment,
-                              repeat=cfg.data.repeat, seed=seed)
+                              repeat=cfg.data.repeat, seed=seed, cache=cfg.data.cache, cache_dir=cfg.data.cache_dir)
         self.train_ds, self.val_ds = split_dataset(source, cfg.data.val_fraction, seed, cfg.data.train_range,
                                                    cfg.data.val_range)
         self.batches_per_epoch = len(epoch_batches(len(self.train_ds), cfg.data.batch_size, seed, 0))
@@ -309,6 +327,7 @@ class Search:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.weight_params = self.model.weight_parameters()
         self.arch_params = self.model.arch_parameters()
+        self.arch_names = ["alphas", *(f"betas.{i}" for i in range(len(self.arch_params) - 1))]
         self.optimizer = torch.optim.Adam(self.weight_params, lr=cfg.optim.lr, betas=tuple(cfg.optim.adam_betas),
                                           weight_decay=cfg.optim.weight_decay)
         self.cost_table: CostTable | None = None
@@ -320,6 +339,10 @@ class Search:
         self.collapse_message: str | None = None
         self.tau, self.ramp = 1.0, 0.0
         self.grad_means = _GradMeans()
+        self.loss_sum, self.loss_n = 0.0, 0  # this process's training losses since the last log line
+        self.step_terms: dict[str, float] = {}  # the arch step's terms of the current step (checked with the loss)
+        self.saved_step: int | None = None  # the step of the last checkpoint written or resumed
+        self._loss_window = {"sum": 0.0, "n": 0}  # the loss window over all processes, as last saved
 
     # --- pieces --------------------------------------------------------------------------------------------
 
@@ -413,7 +436,39 @@ class Search:
         info = self.architect.step(batch, self.next_val_batch(), train_grads=train_grads, weight_lr=lr,
                                    weight_decay=self.cfg.optim.weight_decay)
         self.grad_means.add(info["loss_grads"], info["cost_grad"])
+        self.step_terms = {"val_loss": float(info["val_loss"]), "penalty": float(info["penalty"])}
         self.metrics.update(val_loss=info["val_loss"], penalty=info["penalty"])
+
+    # --- non-finite values -----------------------------------------------------------------------------
+
+    def _kept(self) -> str:
+        if self.saved_step is None:
+            return "no checkpoint had been written yet"
+        return f"{self.out / CHECKPOINT} (step {self.saved_step}) is the last good checkpoint"
+
+    def check_step(self, loss: float) -> None:
+        """After each step: stop on a non-finite loss term (arch step first, then weight step) or arch
+        parameter; the first bad weight tensor is named too. Every process stops together."""
+        terms = {**self.step_terms, "loss": loss}
+        self.step_terms = {}
+        bad = [f"{k} = {v}" for k, v in terms.items() if not math.isfinite(v)]
+        tensor = find_non_finite(dict(zip(self.arch_names, self.arch_params)))
+        if not distributed.any_true(bool(bad) or tensor is not None):
+            return
+        tensor = tensor or find_non_finite(self.model.state_dict())
+        what = ", ".join(bad + ([tensor] if tensor else [])) or "non-finite values on another process"
+        raise NonFiniteSearch(f"non-finite values at step {self.pos.step}: {what}; the search stopped without "
+                              f"saving them; {self._kept()}")
+
+    def _check_state(self) -> None:
+        """Before a checkpoint: every tensor of the model and both optimizers must be finite."""
+        tensors = dict(self.model.state_dict())
+        for name, opt in (("optimizer", self.optimizer), ("arch_optimizer", self.architect.optimizer)):
+            for i, st in opt.state_dict()["state"].items():
+                tensors.update({f"{name}.state.{i}.{k}": v for k, v in st.items()})
+        bad = find_non_finite(tensors)
+        if bad is not None:
+            raise NonFiniteSearch(f"non-finite values at step {self.pos.step}: {bad}; not saved; {self._kept()}")
 
     # --- checkpoints -----------------------------------------------------------------------------------
 
@@ -421,16 +476,22 @@ class Search:
         return {"position": vars(self.pos).copy(), "optimizer": self.optimizer.state_dict(),
                 "arch_optimizer": self.architect.optimizer.state_dict(), "rng": rng_state(),
                 "cost_table": self.cost_table.to_dict() if self.cost_table else None,
-                "collapse": self.collapse_message, "world_size": self.world}
+                "collapse": self.collapse_message, "world_size": self.world,
+                "grad_means": self.grad_means.state(), "loss_window": self._loss_window}
 
     def save(self) -> Path:
+        """Write the checkpoint (atomically, by process 0) after checking every tensor is finite."""
         path = self.out / CHECKPOINT
+        self._check_state()
+        total = distributed.sum_floats([self.loss_sum])[0]  # the loss window of every process (a collective)
+        self._loss_window = {"sum": total, "n": self.loss_n}
         if self.rank == 0:
             save_checkpoint(path, state_dict=self.model.state_dict(), spec={"supernet": to_dict(self.cfg.space)},
                             config=to_dict(self.cfg), metrics=dict(self.metrics), step=self.pos.step,
                             genotype=self.model.genotype().to_dict(), search_state=self.state(),
                             total_steps=self.total_steps)
             self.callback("checkpoint", {"step": self.pos.step, "path": str(path)})
+        self.saved_step = self.pos.step
         return path
 
     def load(self, path: Path) -> dict:
@@ -445,7 +506,12 @@ class Search:
         self.pos = Position(**st["position"])
         self.metrics = dict(ckpt.get("metrics", {}))
         self.collapse_message = st.get("collapse")
+        if "grad_means" in st:  # absent in checkpoints written before the windows were saved
+            self.grad_means.load_state(st["grad_means"])
+            window = st["loss_window"]  # the sum over all processes: process 0 carries it on
+            self.loss_sum, self.loss_n = (window["sum"] if self.rank == 0 else 0.0), window["n"]
         set_rng_state(st["rng"])
+        self.saved_step = self.pos.step
         return st
 
     # --- history -------------------------------------------------------------------------------------
@@ -473,14 +539,20 @@ class Search:
                                  self.tau, self.cost_table, self.cfg.loop.decided_prob, genotype, **chosen)
 
     def derive(self) -> tuple[Genotype, dict]:
-        """The genotype by `derive.method`, and its collapse report (with the selection record)."""
+        """The genotype by `derive.method`, and its collapse report (with the selection record and, with a
+        cost term, the cost of the derived genotype); non-finite alphas or betas are a ValueError."""
         d = self.cfg.derive
+        check_arch_finite(self.model.alphas, list(self.model.betas), str(self.out / CHECKPOINT))
         if d.method == "argmax":
             g = self.model.genotype(exclude=d.exclude)
-            return g, {**self.report(g), "method": "argmax"}
-        chosen, inputs, record = self.perturbation_select()
-        g = make_genotype(self.cfg.space, chosen, inputs)
-        return g, {**self.report(chosen=chosen, inputs=inputs), "method": "perturbation", "selection": record}
+            report = {**self.report(g), "method": "argmax"}
+        else:
+            chosen, inputs, record = self.perturbation_select()
+            g = make_genotype(self.cfg.space, chosen, inputs)
+            report = {**self.report(chosen=chosen, inputs=inputs), "method": "perturbation", "selection": record}
+        if self.cost_model is not None:
+            report["derived_cost"] = self.cost_model.genotype_cost(g)
+        return g, report
 
     def perturbation_select(self):
         """`nas.select.perturbation_select` on fixed validation batches, tuning with training batches."""
@@ -554,7 +626,7 @@ class Search:
     def _loop(self, history, interrupt: _DeferredInterrupt, stop_at: int | None) -> str:
         cfg, p = self.cfg, self.pos
         loop, seed, algorithm = cfg.loop, cfg.loop.seed, cfg.arch.algorithm
-        t_last, loss_sum, loss_n = time.perf_counter(), 0.0, 0
+        t_last, timed = time.perf_counter(), 0  # steps since t_last (the loss window may hold earlier ones)
         while p.epoch < loop.epochs:
             batches = epoch_batches(len(self.train_ds), cfg.data.batch_size, seed, p.epoch)
             while p.batch < len(batches):
@@ -573,15 +645,16 @@ class Search:
                 if arch_on and algorithm in ("dlsr_exact", "dlsr_reuse"):  # DLSR: after the weight step
                     self.arch_step(batch, lr, train_grads)
                 p.step, p.batch = p.step + 1, p.batch + 1
-                loss_sum, loss_n = loss_sum + loss, loss_n + 1
+                self.check_step(loss)
+                self.loss_sum, self.loss_n, timed = self.loss_sum + loss, self.loss_n + 1, timed + 1
                 if loop.eval_every and p.step % loop.eval_every == 0:
                     self.metrics["val_psnr"] = self.evaluate()
                     self.callback("eval", {"step": p.step, "psnr": self.metrics["val_psnr"]})
                 if p.step % loop.log_every == 0 or p.step == self.total_steps:
-                    self.metrics["loss"] = distributed.sum_floats([loss_sum])[0] / (loss_n * self.world)
+                    self.metrics["loss"] = distributed.sum_floats([self.loss_sum])[0] / (self.loss_n * self.world)
                     now = time.perf_counter()
-                    status = self._log(history, lr, arch_on, (now - t_last) / loss_n)
-                    t_last, loss_sum, loss_n = now, 0.0, 0
+                    status = self._log(history, lr, arch_on, (now - t_last) / timed)
+                    t_last, timed, self.loss_sum, self.loss_n = now, 0, 0.0, 0
                     if status:
                         return status
                 if loop.checkpoint_every and p.step % loop.checkpoint_every == 0:
@@ -642,8 +715,8 @@ def check_resume_config(saved: dict, new: dict, source: str) -> None:
             old, value = _get(saved, key), _get(new, key)
             raise CheckpointError(f"{source}: {key} = {value!r} differs from the checkpoint's {old!r}; it changes what "
                                   "the search computes, so a resumed search cannot change it (only run.*, derive.*, "
-                                  "space.fuse, space.channels_last and the logging, evaluation and checkpoint keys "
-                                  "of loop may change)")
+                                  "space.fuse, space.channels_last, data.cache, data.cache_dir and the logging, "
+                                  "evaluation and checkpoint keys of loop may change)")
 
 
 def _get(d: dict, key: str):

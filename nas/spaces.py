@@ -10,7 +10,8 @@ Each entry provides
   cost_table(space, cost, device)     the per-choice cost table (`nas.cost.CostTable`, plain data) measured
                                       or counted on `device`;
   cost_model(table, space, cost)      `expected(alphas, tau)` and `penalty(alphas, tau, ramp)`;
-  derive(alphas, betas, space, exclude)  the argmax genotype of raw architecture parameters;
+  derive(alphas, betas, space, exclude, source)  the argmax genotype of raw architecture parameters
+                                      (non-finite ones: a ValueError naming `source`);
   report(alphas, betas, space, tau, table, decided_prob, genotype)  the collapse report (nas/report.py's shape);
   choices(space)                      the candidate names written to alpha_history.jsonl ("ops");
   describe(genotype)                  a one-line summary.
@@ -23,7 +24,7 @@ import torch
 
 from nas.config import ESRSpaceConfig, SpaceConfig
 from nas.cost import CostModel, CostTable, build_cost_table, op_param_counts
-from nas.derive import derive_genotype, describe
+from nas.derive import check_arch_finite, derive_genotype, describe
 from nas.esr_cost import ESRCostModel, build_esr_cost_table, conv_costs
 from nas.esr_derive import derive_esr, describe_esr, esr_report
 from nas.esr_supernet import ESRSuperNet, layout
@@ -39,8 +40,8 @@ class DLSR:
     describe = staticmethod(describe)
 
     @staticmethod
-    def derive(alphas, betas, space: SpaceConfig, exclude=()):
-        return derive_genotype(alphas, betas, space, exclude=exclude)
+    def derive(alphas, betas, space: SpaceConfig, exclude=(), source: str = "architecture parameters"):
+        return derive_genotype(alphas, betas, space, exclude=exclude, source=source)
 
     @staticmethod
     def choices(space: SpaceConfig) -> list[str]:
@@ -69,7 +70,8 @@ class ESR:
     describe = staticmethod(describe_esr)
 
     @staticmethod
-    def derive(alphas, betas, space: ESRSpaceConfig, exclude=()):
+    def derive(alphas, betas, space: ESRSpaceConfig, exclude=(), source: str = "architecture parameters"):
+        check_arch_finite(alphas, list(betas), source)
         return derive_esr(alphas, betas, space, exclude=exclude)
 
     @staticmethod

@@ -118,13 +118,20 @@ def load_strict(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source
 
 def check_finite(state_dict: Mapping[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Raise CheckpointError naming the first tensor (in file order) that holds NaN or Inf values."""
-    for key, t in state_dict.items():
+    bad = find_non_finite(state_dict)
+    if bad is not None:
+        raise CheckpointError(f"{source}: {bad}; the weights are corrupt (not loaded)")
+
+
+def find_non_finite(tensors: Mapping[str, Any]) -> str | None:
+    """'tensor KEY (shape) holds n NaN and m Inf values of N' for the first floating tensor (in order)
+    with NaN or Inf values, else None."""
+    for key, t in tensors.items():
         if isinstance(t, torch.Tensor) and (t.is_floating_point() or t.is_complex()):
-            bad = ~torch.isfinite(t)
-            if bool(bad.any()):
+            if not bool(torch.isfinite(t).all()):
                 n_nan, n_inf = int(torch.isnan(t).sum()), int(torch.isinf(t).sum())
-                raise CheckpointError(f"{source}: tensor {key} {tuple(t.shape)} holds {n_nan} NaN and {n_inf} Inf "
-                                      f"values of {t.numel()}; the weights are corrupt (not loaded)")
+                return f"tensor {key} {tuple(t.shape)} holds {n_nan} NaN and {n_inf} Inf values of {t.numel()}"
+    return None
 
 
 # --- srnas's own checkpoints -------------------------------------------------------------------------

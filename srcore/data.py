@@ -15,6 +15,7 @@ Images are named `lq` (low quality input), `gt` (ground truth) and `sr` (network
 from __future__ import annotations
 
 import copy
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from torch.utils.data import Dataset
 from .imageio import is_image_file, read_image, to_8bit, to_tensor
 from .imresize import ImageTooLarge, bicubic_degrade, modcrop
 from .paths import describe, expand
+
+log = logging.getLogger(__name__)
 
 SCALES = (2, 3, 4)
 
@@ -61,10 +64,14 @@ def builtin_image(name: str) -> np.ndarray:
     return np.ascontiguousarray(img[:, :, :3]) if img.ndim == 3 else img
 
 
-def builtin_images(split: str) -> list[tuple[str, np.ndarray]]:
+def builtin_names(split: str) -> tuple[str, ...]:
     if split not in BUILTIN_SPLITS:
         raise DataError(f"unknown builtin split {split!r}; expected one of {list(BUILTIN_SPLITS)}")
-    return [(n, builtin_image(n)) for n in BUILTIN_SPLITS[split]]
+    return BUILTIN_SPLITS[split]
+
+
+def builtin_images(split: str) -> list[tuple[str, np.ndarray]]:
+    return [(n, builtin_image(n)) for n in builtin_names(split)]
 
 
 def _images_in(folder: Path) -> list[Path]:
@@ -203,14 +210,16 @@ def _degrade(hr: np.ndarray, scale: int, path: Path | str) -> np.ndarray:
         raise DataError(f"{path}: {e}") from None
 
 
-def _load_train_images(source: str | os.PathLike | list | tuple) -> list[tuple[str, np.ndarray]]:
+def _train_entries(source: str | os.PathLike | list | tuple) -> list[tuple[str, Path | None]]:
+    """(name, file) of each training image, in order: the file's path as name, or a builtin photograph's
+    name with no file."""
     if isinstance(source, (list, tuple)):  # several folders, e.g. T91 + BSD200 ("291")
         if not source:
             raise DataError("no training folder given (an empty list)")
-        return [item for one in source for item in _load_train_images(one)]
+        return [item for one in source for item in _train_entries(one)]
     s = str(source)
     if s.startswith("builtin"):
-        return builtin_images(s.split(":", 1)[1] if ":" in s else "train")
+        return [(n, None) for n in builtin_names(s.split(":", 1)[1] if ":" in s else "train")]
     folder = Path(expand(source))
     if not folder.is_dir():
         raise DataError(f"{describe(source)}: no such training folder")
@@ -221,36 +230,91 @@ def _load_train_images(source: str | os.PathLike | list | tuple) -> list[tuple[s
     files = _images_in(folder)
     if not files:
         raise DataError(f"{folder}: no images")
-    return [(str(p), to_8bit(read_image(p))) for p in files]
+    return [(str(p), p) for p in files]
+
+
+def _read_train(name: str, path: Path | None) -> np.ndarray:
+    return builtin_image(name) if path is None else to_8bit(read_image(path))
+
+
+# `cache: ram` above this estimated size of the decoded training pairs logs a warning (use `disk`)
+RAM_WARN_BYTES = 8 * 2**30
+
+
+def decoded_bytes(entries: list[tuple[str, Path | None]], scale: int) -> int:
+    """An estimate (from the image headers, nothing decoded) of the RAM the decoded pairs take: HR as RGB
+    uint8 plus its LR, (1 + 1/s^2) * H * W * 3 bytes per image; unreadable headers and builtins count 0."""
+    try:
+        from PIL import Image
+    except ImportError:  # pragma: no cover - Pillow comes with matplotlib and scikit-image
+        return 0
+    total = 0
+    for _, path in entries:
+        if path is None:
+            continue
+        try:
+            with Image.open(path) as im:
+                w, h = im.size
+        except Exception:  # the decoder reports a bad file when it is read
+            continue
+        total += 3 * (w * h + (w // scale) * (h // scale))
+    return total
 
 
 class PatchDataset(Dataset):
     """Random aligned (lq, gt) patches for training.
 
     HR images come from a folder (or `builtin:train`), or a list of them; LR is MATLAB bicubic of the
-    modcropped HR, made once and kept in memory. Item i takes image i % N and a patch position and
-    augmentation (h/v flip, rot90) drawn from a generator seeded by (seed, epoch, i), so a given
-    (seed, epoch) gives the same patches whatever the worker count or process rank; call `set_epoch`
-    each epoch.
+    modcropped HR, made once. Item i takes image i % N and a patch position and augmentation (h/v flip,
+    rot90) drawn from a generator seeded by (seed, epoch, i), so a given (seed, epoch) gives the same
+    patches whatever the worker count or process rank; call `set_epoch` each epoch.
+
+    `cache` says where the decoded pairs live: `ram` (default) keeps them in this process, (1 + 1/s^2) *
+    H * W * 3 bytes per image (DF2K at x2: about 36 GB; a warning above `RAM_WARN_BYTES`, estimated from
+    the headers before decoding); `disk` decodes once into a memory-mapped file in `cache_dir`
+    (`srcore.decoded`: the same bytes on disk, reused by later runs, RAM bounded by the OS page cache).
+    Both give the same patches bit for bit.
     """
 
     def __init__(self, source: str | os.PathLike | list, scale: int, gt_size: int, *, augment: bool = True,
-                 repeat: int = 1, seed: int = 0):
+                 repeat: int = 1, seed: int = 0, cache: str = "ram", cache_dir: str | os.PathLike | None = None):
         self.scale = check_scale(scale)
         if gt_size % scale:
             raise DataError(f"gt_size={gt_size} (HR patch) must be divisible by the scale {scale}")
+        if cache not in ("ram", "disk"):
+            raise DataError(f"data.cache = {cache!r}: expected ram or disk")
         self.gt_size, self.augment, self.repeat, self.seed, self.epoch = gt_size, augment, repeat, seed, 0
-        self.images: list[tuple[np.ndarray, np.ndarray]] = []
-        self.names: list[str] = []
-        for name, hr in _load_train_images(source):
-            h, w = hr.shape[:2]
-            if h < gt_size or w < gt_size:
-                raise DataError(f"{name}: image {w}x{h} is smaller than the HR patch {gt_size}x{gt_size}")
-            if hr.ndim == 2:
-                hr = np.repeat(hr[:, :, None], 3, axis=2)
-            hr = modcrop(hr, scale)
-            self.images.append((hr, _degrade(hr, scale, name)))
-            self.names.append(name)
+        self.cache, self._store = cache, None
+        entries = _train_entries(source)
+        self.names: list[str] = [name for name, _ in entries]
+        if cache == "ram":
+            need = decoded_bytes(entries, scale)
+            if need > RAM_WARN_BYTES:
+                log.warning(f"the {len(entries)} training images take about {need / 2**30:.1f} GiB decoded "
+                            f"(cache: ram keeps them all in memory); set data.cache=disk to memory-map them "
+                            f"from a cache folder instead")
+            self.images: list = [self._prepare(name, path)[:2] for name, path in entries]
+            return
+        from .decoded import DecodedStore, default_cache_dir
+
+        self._store = DecodedStore.open_or_build(entries, scale, cache_dir or default_cache_dir(), self._prepare)
+        for record in self._store.index:
+            self._check_size(record["name"], *record["size"])
+        self.images = self._store.entries()
+
+    def _check_size(self, name: str, w: int, h: int) -> None:
+        if h < self.gt_size or w < self.gt_size:
+            raise DataError(f"{name}: image {w}x{h} is smaller than the HR patch {self.gt_size}x{self.gt_size}")
+
+    def _prepare(self, name: str, path: Path | None) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        """(gt, lq, (w, h) as read) of one training image: RGB, modcropped, its MATLAB-bicubic LR."""
+        hr = _read_train(name, path)
+        h, w = hr.shape[:2]
+        self._check_size(name, w, h)
+        if hr.ndim == 2:
+            hr = np.repeat(hr[:, :, None], 3, axis=2)
+        hr = modcrop(hr, self.scale)
+        return hr, _degrade(hr, self.scale, name), (w, h)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -260,7 +324,8 @@ class PatchDataset(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         rng = np.random.default_rng([self.seed, self.epoch, i])
-        gt, lq = self.images[i % len(self.images)]
+        pair = self.images[i % len(self.images)]
+        gt, lq = pair if self._store is None else self._store.pair(pair)
         p, s = self.gt_size // self.scale, self.scale
         y = int(rng.integers(0, lq.shape[0] - p + 1))
         x = int(rng.integers(0, lq.shape[1] - p + 1))

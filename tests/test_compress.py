@@ -174,3 +174,26 @@ def test_bench_latency_students_beside_zoo(student, data, tmp_path):
     assert rows["zoo"]["torch_speedup_vs_reference"] == 1.0 and rows["student"]["onnx_latency_s"] > 0
     assert rows["student"]["psnr_y"] is not None and rows["student"]["params"] < rows["zoo"]["params"]
     assert p["runtime"]["reason"] and "<!-- bench:latency -->" in doc.read_text()
+
+
+def test_a_round_whose_target_is_already_met_prunes_nothing(student, tmp_path):
+    """Width multiple 8 on 16 channels: round 1 overshoots round 2's target (0.6^(2/3) of the MACs); round 2
+    is recorded as already met (the same network, not pruned) and round 3 prunes on to the final target."""
+    from compress.iterative import Compressor, CompressSettings, RoundRecord
+    from compress.prune import Target
+
+    settings = CompressSettings(checkpoint=str(student), target=Target("macs", 0.6), rounds=3, lr_size=32,
+                                latency_repeats=1, threads=1, multiple=8)
+    history = Compressor(settings, tmp_path / "c").run()
+    macs = [r.macs for r in history]
+    assert [r.already_met for r in history] == [False, False, True, False]
+    assert macs[2] == macs[1] <= macs[0] * 0.6 ** (2 / 3) and macs[3] <= 0.6 * macs[0] < macs[2]
+    assert history[2].ratio == 0.0 and history[2].target["value"] == pytest.approx(macs[0] * 0.6 ** (2 / 3))
+    assert not (tmp_path / "c" / "round_2" / "pruned.pt").exists()
+    a, _ = load_checkpoint_model(tmp_path / "c" / "round_1" / "model.pt")
+    b, _ = load_checkpoint_model(tmp_path / "c" / "round_2" / "model.pt")
+    assert a.state_dict().keys() == b.state_dict().keys()
+    assert all(torch.equal(v, b.state_dict()[k]) for k, v in a.state_dict().items())
+    again = Compressor(settings, tmp_path / "c").run()  # finished rounds are read back as recorded
+    assert again == history and RoundRecord(**json.loads((tmp_path / "c" / "round_2" / "metrics.json")
+                                                         .read_text())).already_met

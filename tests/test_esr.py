@@ -372,6 +372,8 @@ def test_search_derive_train_compress_gives_a_working_plain_conv_network(tmp_pat
     assert search_cli.main(["--config", "esr_smoke", "--out", str(s), "--threads", "1"]) == 0
     assert derive_cli.main([str(s), "--out", str(g)]) == 0
     assert load_genotype(g) == load_genotype(s / "genotype.yaml")
+    cost = json.loads((s / "collapse_report.json").read_text())["derived_cost"]  # the search's table, its target
+    assert cost["kind"] == "latency" and cost["value"] > 0 and cost["ratio_to_target"] == cost["value"] / cost["target"]
     assert train_cli.main(["--config", "esr_smoke", "--out", str(t), "--threads", "1", "--set",
                            f"student.genotype={g}", "--set", "student.channels=null"]) == 0
     model, ckpt = load_checkpoint_model(t / "best.pt")

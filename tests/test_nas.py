@@ -26,10 +26,12 @@ from nas.loss import hfen, log_filter, sr_loss
 from nas.mixed import MixedOp
 from nas.report import collapse_report
 from nas.search import (
+    NonFiniteSearch,
     Search,
     config_from_checkpoint,
     cost_ramp,
     epoch_batches,
+    load_search,
     run_search,
     smoothing_noise,
     split_dataset,
@@ -545,8 +547,11 @@ def _final_state(out: Path) -> dict:
 
 
 def test_resume_is_bit_identical(image_dir, tmp_path):
-    cfg = tiny_config(image_dir, loop={"epochs": 4, "checkpoint_every": 3, "log_every": 1, "eval_every": 2},
-                      data={"repeat": 2, "batch_size": 2})  # 6 steps per epoch, 24 steps, 18 arch steps
+    """Stops between two log lines (steps 11, 16 with lines every 4 steps): the loss and arch-gradient windows
+    behind the next line are restored, so history and metrics match too; tau anneals and the cost ramps."""
+    cfg = tiny_config(image_dir, loop={"epochs": 4, "checkpoint_every": 3, "log_every": 4, "eval_every": 2},
+                      data={"repeat": 2, "batch_size": 2}, arch={"warmup_epochs": 1, "tau_end": 0.3})
+    # 6 steps per epoch, 24 steps, 18 arch steps
     full = run_search(cfg, tmp_path / "full")
     assert full.status == "finished" and full.step == 24
 
@@ -554,12 +559,12 @@ def test_resume_is_bit_identical(image_dir, tmp_path):
     assert half.status == "stopped" and half.step == 11
     assert not (tmp_path / "split" / "genotype.yaml").exists()
 
-    def interrupt(event, info):  # Ctrl-C at step 16: the loop stops at the step boundary and saves
-        if event == "step" and info["step"] == 16:
+    def interrupt(event, info):  # Ctrl-C at step 14: the loop stops at the step boundary and saves
+        if event == "eval" and info["step"] == 14:
             os.kill(os.getpid(), signal.SIGINT)
 
     again = run_search(cfg, tmp_path / "split", resume=True, callback=interrupt)
-    assert again.status == "interrupted" and again.step == 16
+    assert again.status == "interrupted" and again.step == 14
     done = run_search(cfg, tmp_path / "split", resume=True)
     assert done.status == "finished" and done.step == 24
 
@@ -567,11 +572,51 @@ def test_resume_is_bit_identical(image_dir, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
-    assert (tmp_path / "full" / "alpha_history.jsonl").read_text() == \
-        (tmp_path / "split" / "alpha_history.jsonl").read_text()
+    history = (tmp_path / "full" / "alpha_history.jsonl").read_text()
+    assert history == (tmp_path / "split" / "alpha_history.jsonl").read_text()
+    lines = [json.loads(x) for x in history.splitlines()]
+    assert [e["arch_steps"] for e in lines] == [0, 2, 4, 4, 4, 4] and lines[-1]["tau"] == pytest.approx(0.3)
+    assert load_file(tmp_path / "full" / "checkpoint.pt")["metrics"] == \
+        load_file(tmp_path / "split" / "checkpoint.pt")["metrics"]
     assert (tmp_path / "full" / "genotype.yaml").read_text() == (tmp_path / "split" / "genotype.yaml").read_text()
     ckpt = load_file(tmp_path / "full" / "checkpoint.pt")
     assert ckpt["genotype"] == load_genotype(tmp_path / "full" / "genotype.yaml").to_dict()
+
+
+def _poison(tensor: torch.Tensor) -> None:
+    with torch.no_grad():
+        tensor[(0,) * tensor.dim()] = float("nan")
+
+
+def test_non_finite_search_stops_and_keeps_the_last_good_checkpoint(image_dir, tmp_path):
+    cfg = tiny_config(image_dir, loop={"log_every": 1, "checkpoint_every": 2, "eval_every": 0},
+                      data={"repeat": 2})
+    search = Search(cfg, tmp_path / "run")
+    search.callback = lambda e, i: _poison(search.model.alphas) if e == "step" and i["step"] == 3 else None
+    with pytest.raises(NonFiniteSearch, match=r"^non-finite values at step 4: loss = nan, tensor alphas \(3, 4\) "
+                       r"holds 1 NaN and 0 Inf values of 12; .*checkpoint\.pt \(step 2\) is the last good"):
+        search.run()
+    ckpt = load_file(tmp_path / "run" / "checkpoint.pt")
+    assert ckpt["step"] == 2 and all(bool(torch.isfinite(t).all()) for t in ckpt["state_dict"].values())
+    assert not (tmp_path / "run" / "genotype.yaml").exists()
+    # a weight poisoned between the step's check and its checkpoint: refused before writing
+    search = Search(cfg, tmp_path / "run2")
+    weight = next(n for n, _ in search.model.named_parameters() if n not in ("alphas", "betas.0"))
+    search.callback = lambda e, i: _poison(search.model.get_parameter(weight)) if e == "step" and i["step"] == 4 \
+        else None
+    with pytest.raises(NonFiniteSearch, match=rf"step 4: tensor {weight} .* holds 1 NaN.*; not saved; .*\(step 2\)"):
+        search.run()
+    assert load_file(tmp_path / "run2" / "checkpoint.pt")["step"] == 2
+    # no genotype from non-finite alphas: the library and tools/derive.py name the file
+    bad = load_file(tmp_path / "run" / "checkpoint.pt")
+    bad["state_dict"]["betas.0"][1] = float("inf")
+    (tmp_path / "bad").mkdir()
+    torch.save(bad, tmp_path / "bad" / "checkpoint.pt")
+    with pytest.raises(ValueError, match=r"bad/checkpoint\.pt: tensor betas\.0 \(2,\) holds 0 NaN and 1 Inf"):
+        derive_cli.main([str(tmp_path / "bad"), "--out", str(tmp_path / "g.yaml")])
+    with pytest.raises(ValueError, match=r"checkpoint\.pt: tensor betas\.0 .* no genotype"):
+        load_search(tmp_path / "bad", cfg).derive()
+    assert not (tmp_path / "g.yaml").exists()
 
 
 def test_history_and_checkpoint_contents(image_dir, tmp_path):
@@ -598,6 +643,9 @@ def test_history_and_checkpoint_contents(image_dir, tmp_path):
     report = json.loads((tmp_path / "run" / "collapse_report.json").read_text())
     assert report == res.report and report["method"] == "argmax" and len(report["edges"]) == 3
     assert [e["op"] for e in report["edges"]] == list(res.genotype.cell)
+    cost = report["derived_cost"]  # the params table's cost of the derived network is its parameter count
+    assert cost["value"] == count_params(DLSRNet(res.genotype)) and cost["unit"] == "params"
+    assert cost["target"] == cfg.cost.target and cost["ratio_to_target"] == pytest.approx(cost["value"] / 6000)
 
 
 def test_cost_gradient_is_logged_apart_from_the_loss_gradient(image_dir, tmp_path):
@@ -694,8 +742,10 @@ def test_search_and_derive_cli_end_to_end(tmp_path, monkeypatch):
     g = load_genotype(out / "genotype.yaml")
     assert derive_cli.main([str(out), "--out", str(tmp_path / "derived.yaml")]) == 0
     assert load_genotype(tmp_path / "derived.yaml") == g
-    assert json.loads((tmp_path / "derived.report.json").read_text())["edges"] == \
-        json.loads((out / "collapse_report.json").read_text())["edges"]
+    derived, searched = (json.loads(p.read_text()) for p in (tmp_path / "derived.report.json",
+                                                             out / "collapse_report.json"))
+    assert derived["edges"] == searched["edges"] and derived["derived_cost"] == searched["derived_cost"]
+    assert derived["derived_cost"]["value"] == count_params(DLSRNet(g))
     assert derive_cli.main([str(out), "--out", str(tmp_path / "pt.yaml"), "--method", "perturbation",
                             "--eval-batches", "1", "--tune-steps", "1"]) == 0
     pt = json.loads((tmp_path / "pt.report.json").read_text())

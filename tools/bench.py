@@ -32,6 +32,8 @@ quiet one (the load average is recorded to tell).
   runtime      the glibc allocator problem and its fix: one network's forward on a large LR image in two
                fresh processes, glibc defaults vs srcore/runtime.py's settings: wall, user and system time,
                minor page faults (getrusage), GFLOP/s against a measured conv peak on the same threads.
+  data         PatchDataset's `cache: ram` vs `cache: disk` (tools/bench_data.py): build time, private and
+               page-cache memory, patches per second, each in a fresh process.
 
 Examples:
   python tools/bench.py models                                   # everything, 256x256 LR, 2 threads
@@ -43,6 +45,7 @@ Examples:
   python tools/bench.py latency --models rlfn_s,imdn --students a/deploy.pt b/deploy.pt --no-onnx
   python tools/bench.py latency --scale 4 --section latency_x4 --models imdn,rlfn_s,rfdn,pan,span,dscf,spanv2,pfdn
   python tools/bench.py runtime --model imdn --scale 2 --lr-size 384x512
+  python tools/bench.py data --train '${SRNAS_SHARED}/data/T91' '${SRNAS_SHARED}/data/BSD200' --threads 1
 """
 from __future__ import annotations
 
@@ -794,6 +797,12 @@ def parse_args(argv):
     rt.add_argument("--scale", type=int, default=2)
     rt.add_argument("--lr-size", dest="lr_hw", default="384x512", help="LR height x width (default 384x512)")
     rt.add_argument("--repeats", type=int, default=3, help="timed forward passes")
+    da = sub.add_parser("data", help="PatchDataset memory and speed: cache ram vs disk")
+    common(da, "data")
+    da.add_argument("--train", nargs="+", default=["builtin:train"], help="training folder(s)")
+    da.add_argument("--scale", type=int, default=2)
+    da.add_argument("--gt-size", type=int, default=64, help="HR patch side")
+    da.add_argument("--patches", type=int, default=2000, help="patches drawn per row")
     args = p.parse_args(argv)
     if hasattr(args, "lr_hw"):
         try:
@@ -802,7 +811,7 @@ def parse_args(argv):
             assert len(args.lr_hw) == 2 and min(args.lr_hw) >= 16
         except (ValueError, AssertionError):
             raise ValueError(f"--lr-size {args.lr_hw}: expected HxW (e.g. 384x512) or one size >= 16") from None
-    for key in ("threads", "repeats", "lr_size", "batch", "lr_patch", "steps", "matmul_size"):
+    for key in ("threads", "repeats", "lr_size", "batch", "lr_patch", "steps", "matmul_size", "patches", "gt_size"):
         if getattr(args, key, 1) < 1:
             raise ValueError(f"--{key.replace('_', '-')} must be >= 1")
     if getattr(args, "warmup", 0) < 0:
@@ -835,6 +844,12 @@ def main(argv=None) -> int:
     elif args.command == "runtime":
         payload = {"machine": machine, **bench_runtime(args, log)}
         table, markdown = runtime_table(payload), runtime_markdown(payload)
+    elif args.command == "data":
+        from bench_data import DATA_COLUMNS, bench_data, data_caption, data_cells, data_markdown
+
+        payload = {"machine": machine, **bench_data(args, log)}
+        table = rich_table(data_caption(payload), DATA_COLUMNS, [data_cells(r) for r in payload["results"]])
+        markdown = data_markdown(payload, markdown_rows)
     else:
         payload = {"machine": machine, **bench_search_step(args, log)}
         table, markdown = search_table(payload), search_markdown(payload)

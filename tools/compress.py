@@ -140,6 +140,7 @@ def round_table(history: list[RoundRecord], scale: int) -> Table:
         first = sets[0] if sets else None
         delta = f"{r.psnr[first] - base.psnr[first]:+.3f}" if first else "-"
         target = Target(r.target["kind"], r.target["value"]).describe() if r.target else "-"
+        target += " (already met)" if r.already_met else ""
         table.add_row(str(r.round), f"{r.params:,}", f"{r.macs / 1e9:.3f}", f"{r.latency_s * 1e3:.1f}",
                       *[f"{r.psnr[s]:.3f}" for s in sets], delta, target, f"{r.finetune_s:.0f}")
     return table

@@ -83,6 +83,7 @@ def check_exclude(exclude: list[str], ops: tuple[str, ...]) -> None:
 def argmax_derive(ckpt: dict, cfg: SearchConfig, path: Path, step: int | None):
     """The argmax genotype and its report, from the checkpoint or a logged step (no data needed)."""
     total = int(ckpt["total_steps"])
+    logged = step
     if step is None:
         sd, step = ckpt["state_dict"], int(ckpt["step"])
         alphas = sd["alphas"]
@@ -95,12 +96,15 @@ def argmax_derive(ckpt: dict, cfg: SearchConfig, path: Path, step: int | None):
         except (TypeError, ValueError, RuntimeError) as e:
             raise ValueError(f"{path.parent / HISTORY}: step {step}: alpha/beta are not numeric arrays ({e})") from None
         tau = entry.get("tau", 1.0)
+    source = str(path) if logged is None else f"{path.parent / HISTORY} step {logged}"
     space = space_of(cfg.space)  # nas/spaces.py: dlsr or esr
-    g = space.derive(alphas, betas, cfg.space, exclude=cfg.derive.exclude)
-    table = ckpt["search_state"].get("cost_table")
-    report = space.report(alphas, betas, cfg.space, tau, CostTable.from_dict(table) if table else None,
-                          cfg.loop.decided_prob, g)
-    return g, {**report, "method": "argmax", "step": step}
+    g = space.derive(alphas, betas, cfg.space, exclude=cfg.derive.exclude, source=source)
+    table = CostTable.from_dict(ckpt["search_state"]["cost_table"]) if ckpt["search_state"].get("cost_table") else None
+    report = space.report(alphas, betas, cfg.space, tau, table, cfg.loop.decided_prob, g)
+    report = {**report, "method": "argmax", "step": step}
+    if table is not None:
+        report["derived_cost"] = space.cost_model(table, cfg.space, cfg.cost).genotype_cost(g)
+    return g, report
 
 
 def main(argv=None) -> int:

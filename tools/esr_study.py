@@ -47,13 +47,11 @@ from pathlib import Path
 
 import torch
 from common import CONFIGS, REPO, run_cli, setup_logging, setup_runtime
-from distill_table import LogLines, mean_psnr, noise_level, score
-from train import OUTPUTS as TRAIN_OUTPUTS
+from multirun import finished_row, mean_psnr, noise_level, score, train_or_resume, write_row
 
 import search_spaces  # noqa: F401  (registers genotype specs)
 from compress.reparam import reparameterize
 from distill.config import TrainConfig
-from distill.trainer import Trainer, resume_diff
 from nas.config import search_config_class
 from nas.cost import CostTable
 from nas.esr_cost import ESRCostModel
@@ -68,7 +66,6 @@ from srcore.data import BenchmarkSet
 from srcore.evaluation import evaluate_bicubic
 from srcore.modelspec import load_checkpoint_model
 from srcore.paths import SHARED_VAR, shared_dir
-from srcore.rundir import claim_run_dir
 
 SETS = ("Set5", "Set14", "B100")
 ROWS = {"searched": "the searched esr genotype",
@@ -181,23 +178,6 @@ def recipe(genotype: str, steps: int, seed: int, channels: int | None = None) ->
         loop=dataclasses.replace(base.loop, steps=steps, seed=seed))
 
 
-def train_or_resume(cfg: TrainConfig, run_dir: Path, label: str, device: str, *, overwrite: bool = False) -> dict:
-    """Train `cfg` in `run_dir`, resuming an interrupted run (the trainer's resume rule, `resume_diff`: a config
-    key added since, with its default, does not make a run look different); returns last.pt."""
-    last = run_dir / "last.pt"
-    with claim_run_dir(run_dir, outputs=TRAIN_OUTPUTS + (RESULT,), resume=True, tool="training"):
-        prev = read_checkpoint(last) if last.exists() else None
-        same = prev is not None and not resume_diff(prev["config"], cfg)
-        if prev is not None and not same:
-            if not overwrite:
-                raise ValueError(f"{run_dir} holds a run with another config; pass --overwrite or another --out")
-            for name in TRAIN_OUTPUTS + (RESULT,):
-                (run_dir / name).unlink(missing_ok=True)
-        if not (same and prev["step"] >= cfg.loop.steps):
-            Trainer(cfg, run_dir, device, [LogLines(label)]).fit(resume=same)
-    return read_checkpoint(last)
-
-
 def sets() -> list[BenchmarkSet]:
     return [BenchmarkSet(f"${{{SHARED_VAR}}}/data/{s}", 4) for s in SETS]
 
@@ -205,11 +185,9 @@ def sets() -> list[BenchmarkSet]:
 def train_row(row: str, genotype: str, seed: int, args, channels: int | None = None) -> dict:
     cfg = recipe(genotype, args.steps, seed, channels)
     run_dir = args.out / "train" / row / f"seed{seed}"
-    done = run_dir / RESULT
-    if done.is_file():
-        res = json.loads(done.read_text())
-        if isinstance(res.get("config"), dict) and not resume_diff(res["config"], cfg):
-            return res
+    res = finished_row(run_dir, cfg)  # tools/multirun.py: reused when the trainer's resume rule finds it unchanged
+    if res is not None:
+        return res
     torch.set_num_threads(args.threads)
     ck = train_or_resume(cfg, run_dir, f"{row} seed {seed}", args.device, overwrite=args.overwrite)
     model, _ = load_checkpoint_model(run_dir / "last.pt", args.device)
@@ -218,7 +196,7 @@ def train_row(row: str, genotype: str, seed: int, args, channels: int | None = N
            "finished": datetime.datetime.now().isoformat(timespec="seconds"),
            "s_per_step": train_s / max(1, int(ck["step"])), "sets": score(model, sets(), args.device),
            "genotype": ck["spec"]["genotype"], "config": to_dict(cfg)}
-    done.write_text(json.dumps(res, indent=2) + "\n")
+    write_row(run_dir, res)
     per_set = ", ".join(f"{k} {v['psnr_y']:.3f}" for k, v in res["sets"].items())
     log.info(f"{row} seed {seed}: PSNR-Y {per_set}, mean over {'/'.join(SETS)} {mean_psnr(res):.3f} dB "
              f"({res['s_per_step']:.3f} s/step)")

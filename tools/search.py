@@ -32,13 +32,22 @@ import os
 from pathlib import Path
 
 import torch
-from common import CONFIGS, console, run_cli, setup_logging, setup_runtime
+from common import CONFIGS, console, print_error, run_cli, setup_logging, setup_runtime
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from nas import distributed
 from nas.config import ESRSpaceConfig, SearchConfig, search_config_class, search_config_from_dict
 from nas.report import format_report
-from nas.search import CHECKPOINT, COST_TABLE, GENOTYPE, HISTORY, REPORT, config_from_checkpoint, run_search
+from nas.search import (
+    CHECKPOINT,
+    COST_TABLE,
+    GENOTYPE,
+    HISTORY,
+    REPORT,
+    NonFiniteSearch,
+    config_from_checkpoint,
+    run_search,
+)
 from search_spaces.genotype import dump_genotype
 from srcore.config import ConfigError, apply_overrides, load_config, to_dict
 from srcore.jsonl import trim_jsonl
@@ -211,8 +220,14 @@ def search(args, cfg: SearchConfig, device: str, log) -> int:
                 for warning in info["report"]["warnings"]:
                     log.warning(warning)
 
-        result = run_search(cfg, args.out, device=device, resume=args.resume, stop_at=args.stop_at,
-                            callback=callback)
+        try:
+            result = run_search(cfg, args.out, device=device, resume=args.resume, stop_at=args.stop_at,
+                                callback=callback)
+        except NonFiniteSearch as e:
+            prog.stop()
+            if rank == 0:
+                print_error("stopped", str(e))
+            return 1
     if rank != 0:
         return 0
 
