@@ -76,6 +76,7 @@ class GateResult:
     teacher_psnr: float  # mean PSNR-Y over the sets
     bicubic_psnr: float
     margin: float  # required gain over bicubic (dB)
+    sets: tuple[str, ...] = ()  # the validation sets scored (named in the message: not the study's test sets)
 
     @property
     def gain(self) -> float:
@@ -87,12 +88,13 @@ class GateResult:
 
     def message(self) -> str:
         verdict = "clears" if self.passed else "does not clear"
-        return (f"teacher {self.teacher}: {self.teacher_psnr:.3f} dB mean PSNR-Y on the validation data, bicubic "
+        where = f"the validation set(s) {', '.join(self.sets)}" if self.sets else "the validation data"
+        return (f"teacher {self.teacher}: {self.teacher_psnr:.3f} dB mean PSNR-Y on {where}, bicubic "
                 f"{self.bicubic_psnr:.3f} dB ({self.gain:+.3f} dB); it {verdict} the KD gate of +{self.margin:g} dB")
 
     def as_dict(self) -> dict:
         return {"teacher": self.teacher, "teacher_psnr": self.teacher_psnr, "bicubic_psnr": self.bicubic_psnr,
-                "margin": self.margin, "passed": self.passed}
+                "margin": self.margin, "passed": self.passed, "sets": list(self.sets)}
 
 
 def gate(teacher: nn.Module, name: str, sets: list[BenchmarkSet], margin: float,
@@ -100,4 +102,4 @@ def gate(teacher: nn.Module, name: str, sets: list[BenchmarkSet], margin: float,
     """Score `teacher` and bicubic (the LR images upsampled) on `sets`; mean PSNR-Y over the sets."""
     t = statistics.fmean(evaluate_model(teacher, ds, device=device).psnr_y for ds in sets)
     b = statistics.fmean(evaluate_bicubic(ds, source="lr").psnr_y for ds in sets)
-    return GateResult(name, t, b, margin)
+    return GateResult(name, t, b, margin, tuple(ds.name for ds in sets))

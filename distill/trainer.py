@@ -47,6 +47,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from search_spaces.esr_genotype import ESRGenotype
 from search_spaces.genotype import VERSION as GENOTYPE_VERSION
 from search_spaces.genotype import load_genotype
 from srcore.checkpoint import read_checkpoint, save_checkpoint
@@ -113,6 +114,9 @@ def build_student(sc: StudentConfig) -> tuple[nn.Module, dict]:
         g = load_genotype(sc.genotype)
         if g.scale != sc.scale:
             raise ConfigError(f"student.genotype {sc.genotype} is for x{g.scale}, but student.scale is {sc.scale}")
+        if isinstance(g, ESRGenotype):
+            spec = genotype_spec(esr_student(g, sc))
+            return build_model(spec), spec
         changes: dict = {"rgb_range": sc.rgb_range, "version": GENOTYPE_VERSION}
         if sc.channels is not None:
             changes["channels"] = sc.channels
@@ -127,6 +131,19 @@ def build_student(sc: StudentConfig) -> tuple[nn.Module, dict]:
     else:
         spec = arch_spec(sc.arch, sc.scale, **sc.kwargs)
     return build_model(spec), spec
+
+
+def esr_student(g: ESRGenotype, sc: StudentConfig) -> ESRGenotype:
+    """An esr genotype as the student: `channels` and `skip` may be overridden; its blocks, input
+    normalisation (input_scale, input_mean) and the rest are the genotype's (student.rgb_range is for dlsr)."""
+    if sc.num_cells is not None:
+        raise ConfigError(f"student.num_cells = {sc.num_cells}: {sc.genotype} is an esr genotype, whose blocks are "
+                          "listed in the genotype; leave num_cells unset")
+    changes = {k: v for k, v in (("channels", sc.channels), ("skip", sc.skip)) if v is not None}
+    try:
+        return dataclasses.replace(g, **changes) if changes else g
+    except ValueError as e:
+        raise ConfigError(f"student: {e}") from None
 
 
 def student_skip(sc: StudentConfig) -> str:

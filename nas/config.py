@@ -6,7 +6,9 @@ Loaded strictly by `srcore.config.load_config` (unknown keys and wrong types are
 
 Sections:
   space   the supernet: op set, cells, width, scale, shared or per-cell alphas, partial channels, fusion,
-          scale-free candidates during search, input range;
+          scale-free candidates during search, input range (the DLSR space, `SpaceConfig`); with
+          `space.name: esr` the efficient-SR space built from the NTIRE winners (`ESRSpaceConfig`, its own
+          keys; the whole config is then an `ESRSearchConfig`, see `search_config_class`);
   data    training images, their train/validation split, patch size, batch size, validation sampling;
   loss    L1 + optional HFEN (DLSR's training loss);
   optim   the weight optimizer (Adam) and its learning-rate schedule;
@@ -23,10 +25,15 @@ refuses any other change, naming the key.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Literal
 
+from search_spaces.esr_genotype import FUSIONS, HEADS
+from search_spaces.esr_genotype import SKIPS as ESR_SKIPS
+from search_spaces.esr_ops import ACTS, ATTNS, CONVS
 from search_spaces.ops import DLSR_PRIMITIVES, OPS
+from srcore.config import ConfigError
 from srcore.data import SCALES
 from srcore.skip import SKIPS
 
@@ -175,6 +182,10 @@ class CostConfig:
     `target` is absolute, in the unit of `kind`. The hinge pulls only while E is above the target (a
     bare linear pull would drive every edge to the cheapest op); `two_sided` also pushes up from below.
     `ramp` goes linearly from 0 to 1 over `ramp_epochs` after the warm-up (0: at once).
+    With `reference` (esr space only: a named genotype or a genotype file of the space, e.g. span_x4),
+    `target` is a fraction of that genotype's cost in the search's own table, resolved when the table is
+    built: a latency target then moves with the machine's speed instead of being a number of milliseconds
+    measured some other time.
     """
 
     kind: Literal["none", "params", "macs", "latency"] = "none"
@@ -184,6 +195,7 @@ class CostConfig:
     ramp_epochs: float = 0.0
     input_size: tuple[int, int] = (64, 64)  # LR size (H, W) for MACs and latency
     latency_repeats: int = 5  # timed runs per op (median) when measuring the latency table
+    reference: str | None = None  # esr: target = this fraction of the reference genotype's cost in the table
 
     def __post_init__(self) -> None:
         if self.kind != "none" and (self.target is None or self.weight <= 0):
@@ -263,9 +275,120 @@ class SearchConfig:
         if self.data.gt_size % self.space.scale:
             raise ValueError(f"data.gt_size = {self.data.gt_size} must be divisible by space.scale = "
                              f"{self.space.scale}")
+        if self.cost.reference is not None:
+            raise ValueError("cost.reference: a target relative to a reference genotype is implemented for the esr "
+                             "space; give the dlsr space an absolute cost.target")
         unknown = [name for name in self.derive.exclude if name not in self.space.ops]
         if unknown:
             raise ValueError(f"derive.exclude: {unknown} not in space.ops ({', '.join(self.space.ops)})")
+
+
+@dataclass
+class ESRSpaceConfig:
+    """The `esr` supernet (nas/esr_supernet.py): per block a mixture over conv types, activations and
+    attentions, a keep/drop gate per block (the depth), softmax(beta) weights over the taps of the final
+    fusion (top-k kept at derive) and a mixture over the image-space paths. A choice with one candidate is
+    fixed (no architecture parameter). Everything else (width, head, body conv, fusion, biases, input
+    normalisation) is fixed per search. See search_spaces/esr_genotype.py for what each choice means.
+    """
+
+    name: Literal["esr"] = "esr"
+    scale: int = 4
+    channels: int = 28
+    num_blocks: int = 6  # blocks of the supernet (the most a derived network has)
+    head: str = "conv3xc"  # conv3x3 | conv3xc | none
+    body: str = "conv3xc"  # none or a conv type (SPAN's conv_2), a tap candidate
+    fusion: str = "conv1x1"  # conv1x1 | dwpw
+    convs: tuple[str, ...] = tuple(CONVS)  # conv types of every block (all three convs of a block share one)
+    acts: tuple[str, ...] = tuple(ACTS)
+    attns: tuple[str, ...] = tuple(ATTNS)
+    skips: tuple[str, ...] = ESR_SKIPS  # image-space paths
+    depth: bool = True  # a keep/drop gate per block (FBNet's skip candidate); false: every block is kept
+    taps: int = 4  # taps the derived fusion keeps (SPAN: 4)
+    tap_c1: bool = True  # block<i>.c1 (a block's activated first conv) are tap candidates too (SPAN taps one)
+    bias: bool = True
+    input_scale: float = 1.0
+    input_mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    fuse: bool = True  # each conv mixture runs as one 3x3 conv with the mixed kernel (exact; same gradients)
+    scale_free: bool = False  # search only: every conv candidate's output and every tap edge rescaled to RMS
+    channels_last: bool = True
+
+    def __post_init__(self) -> None:
+        def check_list(key: str, values, known) -> None:
+            if not values:
+                raise ValueError(f"space.{key}: give at least one candidate")
+            for v in values:
+                if v not in known:
+                    raise ValueError(f"space.{key}: unknown {v!r}; known: {', '.join(known)}")
+            if len(set(values)) != len(values):
+                raise ValueError(f"space.{key}: a candidate is listed twice: {list(values)}")
+
+        check_list("convs", self.convs, tuple(CONVS))
+        check_list("acts", self.acts, tuple(ACTS))
+        check_list("attns", self.attns, tuple(ATTNS))
+        check_list("skips", self.skips, ESR_SKIPS)
+        for key, value, known in (("head", self.head, HEADS), ("body", self.body, ("none", *CONVS)),
+                                  ("fusion", self.fusion, FUSIONS)):
+            if value not in known:
+                raise ValueError(f"space.{key} = {value!r}: must be one of {', '.join(known)}")
+        if self.head == "none" and all(c == "rrrb" for c in self.convs):
+            raise ValueError("space.convs: with head none, block 1 maps RGB -> C and needs a conv type other than rrrb")
+        if self.scale not in SCALES:
+            raise ValueError(f"space.scale = {self.scale}: must be one of {list(SCALES)}")
+        if self.channels < 4 or self.num_blocks < 1:
+            raise ValueError("space: channels >= 4 and num_blocks >= 1 are required")
+        if not 1 <= self.taps:
+            raise ValueError(f"space.taps = {self.taps}: must be >= 1")
+        if not 0 < self.input_scale <= 65535 or not all(0 <= v <= 1 for v in self.input_mean):
+            raise ValueError("space: input_scale in (0, 65535] and input_mean in [0, 1] are required")
+
+    def candidates(self) -> tuple[str, ...]:
+        """Every candidate name of every choice (derive.exclude names some of them)."""
+        return tuple(dict.fromkeys((*self.convs, *self.acts, *self.attns, *self.skips)))
+
+
+@dataclass
+class ESRSearchConfig(SearchConfig):
+    """A search of the `esr` space: the sections of `SearchConfig`, with `space` an `ESRSpaceConfig`."""
+
+    space: ESRSpaceConfig = field(default_factory=ESRSpaceConfig)
+
+    def __post_init__(self) -> None:
+        if self.data.gt_size % self.space.scale:
+            raise ValueError(f"data.gt_size = {self.data.gt_size} must be divisible by space.scale = "
+                             f"{self.space.scale}")
+        unknown = [name for name in self.derive.exclude if name not in self.space.candidates()]
+        if unknown:
+            raise ValueError(f"derive.exclude: {unknown} are not candidates of the esr space")
+        if self.derive.method != "argmax":
+            raise ValueError(f"derive.method = {self.derive.method}: the esr space derives by argmax (perturbation "
+                             "selection is implemented for the dlsr space)")
+        if self.cost.reference is not None:
+            from nas.esr_cost import reference_genotype  # (nas.esr_cost imports this module)
+
+            reference_genotype(self.cost.reference, self.space)
+
+
+def search_config_class(data: dict, source: str = "config") -> type[SearchConfig]:
+    """The config class of a search config mapping: `ESRSearchConfig` when `space.name` is esr, else
+    `SearchConfig` (the DLSR space; `space.name: dlsr` may be written and is dropped)."""
+    space = data.get("space") if isinstance(data, dict) else None
+    name = space.get("name", "dlsr") if isinstance(space, dict) else "dlsr"
+    if name == "esr":
+        return ESRSearchConfig
+    if name != "dlsr":
+        raise ConfigError(f"{source}: space.name = {name!r}: unknown search space; known: dlsr, esr")
+    if isinstance(space, dict):
+        space.pop("name", None)
+    return SearchConfig
+
+
+def search_config_from_dict(data: dict, source: str = "config") -> SearchConfig:
+    """A search config (either space) from a plain mapping, e.g. the one stored in a search checkpoint."""
+    from srcore.config import from_dict
+
+    data = copy.deepcopy(data)
+    return from_dict(search_config_class(data, source), data, source)
 
 
 # Keys (dotted, or a whole section) that may change when a search is resumed: they change how it runs,

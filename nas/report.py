@@ -119,7 +119,8 @@ def format_report(report: dict) -> str:
         w = " ".join(f"{x:.2f}" for x in link["weights"])
         margin = "-" if link["margin"] is None else f"{link['margin']:.3f}"
         flag = "" if link["decided"] else "  undecided"
-        lines.append(f"cell {link['cell']} inputs {tuple(link['inputs'])}: softmax(beta) [{w}], margin {margin}{flag}")
+        where = "taps" if link["cell"] == "taps" else f"cell {link['cell']} inputs"  # taps: the esr space's fusion
+        lines.append(f"{where} {tuple(link['inputs'])}: softmax(beta) [{w}], margin {margin}{flag}")
     s = report["summary"]
     lines.append(f"{s['distinct_ops']} distinct ops on {s['edges']} edges; cheapest op on {s['share_cheapest']:.0%}, "
                  f"parameter-free on {s['share_param_free']:.0%}; {s['undecided']} undecided edges, "

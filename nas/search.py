@@ -68,16 +68,15 @@ from torch import nn
 
 from nas import distributed
 from nas.architect import Architect
-from nas.config import SearchConfig, is_execution_key
-from nas.cost import CostModel, CostTable, build_cost_table, op_param_counts
-from nas.derive import check_arch_finite, describe, make_genotype
+from nas.config import SearchConfig, is_execution_key, search_config_from_dict
+from nas.cost import CostTable
+from nas.derive import check_arch_finite, make_genotype
 from nas.loss import sr_loss
-from nas.report import collapse_report
 from nas.select import perturbation_select
-from nas.supernet import SuperNet
+from nas.spaces import space_of
 from search_spaces.genotype import Genotype, save_genotype
 from srcore.checkpoint import CheckpointError, find_non_finite, load_file, save_checkpoint
-from srcore.config import ConfigError, from_dict, to_dict
+from srcore.config import ConfigError, to_dict
 from srcore.data import DataError, PatchDataset
 from srcore.jsonl import trim_jsonl
 from srcore.metrics import psnr
@@ -322,7 +321,8 @@ class Search:
         self.total_steps = self.batches_per_epoch * cfg.loop.epochs
         self.eval_batch = self._eval_patches()
 
-        self.model = SuperNet(cfg.space, cfg.arch.init_std).to(self.device)
+        self.space = space_of(cfg.space)  # nas/spaces.py: dlsr or esr
+        self.model = self.space.supernet(cfg.space, cfg.arch.init_std).to(self.device)
         if cfg.space.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.weight_params = self.model.weight_parameters()
@@ -330,9 +330,8 @@ class Search:
         self.arch_names = ["alphas", *(f"betas.{i}" for i in range(len(self.arch_params) - 1))]
         self.optimizer = torch.optim.Adam(self.weight_params, lr=cfg.optim.lr, betas=tuple(cfg.optim.adam_betas),
                                           weight_decay=cfg.optim.weight_decay)
-        self.op_params = op_param_counts(cfg.space.ops, cfg.space.channels)
         self.cost_table: CostTable | None = None
-        self.cost_model: CostModel | None = None
+        self.cost_model: nn.Module | None = None
         self.architect = Architect(self.model, cfg.arch, self.loss, weight_optimizer=self.optimizer,
                                    reduce=distributed.average)
         self.pos = Position()
@@ -379,10 +378,10 @@ class Search:
         if cfg.cost.kind == "none":
             return
         if table is None:  # measured once, by process 0, for every process
-            table = distributed.broadcast(build_cost_table(cfg.space, cfg.cost, self.device).to_dict()
+            table = distributed.broadcast(self.space.cost_table(cfg.space, cfg.cost, self.device).to_dict()
                                           if self.rank == 0 else None)
         self.cost_table = CostTable.from_dict(table)
-        self.cost_model = CostModel(self.cost_table, cfg.space, cfg.cost).to(self.device)
+        self.cost_model = self.space.cost_model(self.cost_table, cfg.space, cfg.cost).to(self.device)
         self.architect.penalty = self.penalty
         if self.rank == 0:
             (self.out / COST_TABLE).write_text(json.dumps(self.cost_table.to_dict(), indent=2) + "\n")
@@ -520,7 +519,7 @@ class Search:
     def history_entry(self) -> dict:
         alphas = self.model.alphas.detach().double().cpu().tolist()
         betas = [b.detach().double().cpu().tolist() for b in self.model.betas]
-        entry = {"step": self.pos.step, "epoch": self.pos.epoch, "ops": list(self.cfg.space.ops),
+        entry = {"step": self.pos.step, "epoch": self.pos.epoch, "ops": self.space.choices(self.cfg.space),
                  "alpha": alphas, "beta": betas, "tau": self.tau, "cost_ramp": self.ramp, **self.grad_means.entry()}
         if self.cost_model is not None:
             entry["expected_cost"] = float(self.cost_model.expected(self.model.alphas.detach(), self.tau))
@@ -533,20 +532,11 @@ class Search:
 
     # --- the result ----------------------------------------------------------------------------------
 
-    def cost_of(self) -> tuple[dict[str, float], str]:
-        """Per-op costs that decide "cheapest": the cost table's, or parameters without a cost term."""
-        if self.cost_table is not None:
-            return dict(self.cost_table.ops), self.cost_table.unit
-        return dict(self.op_params), "params"
-
-    def report(self, chosen=None, inputs=None) -> dict:
-        """The collapse report (`nas.report`) of the current mixture weights."""
-        costs, unit = self.cost_of()
-        with torch.no_grad():
-            weights = torch.softmax(self.model.alphas.detach().double() / self.tau, dim=-1)
-        return collapse_report(weights, list(self.model.betas), self.cfg.space, costs, self.op_params,
-                               decided_prob=self.cfg.loop.decided_prob, chosen=chosen, inputs=inputs,
-                               cost_unit=unit)
+    def report(self, genotype=None, **chosen) -> dict:
+        """The collapse report (`nas.report`, `nas.esr_derive`) of the current mixture weights; `genotype` (or
+        dlsr's `chosen` ops and `inputs`) says what was derived."""
+        return self.space.report(self.model.alphas.detach(), [b.detach() for b in self.model.betas], self.cfg.space,
+                                 self.tau, self.cost_table, self.cfg.loop.decided_prob, genotype, **chosen)
 
     def derive(self) -> tuple[Genotype, dict]:
         """The genotype by `derive.method`, and its collapse report (with the selection record and, with a
@@ -555,8 +545,7 @@ class Search:
         check_arch_finite(self.model.alphas, list(self.model.betas), str(self.out / CHECKPOINT))
         if d.method == "argmax":
             g = self.model.genotype(exclude=d.exclude)
-            ops = [op for k in range(1 if g.cell is not None else g.num_cells) for op in g.cell_ops(k + 1)]
-            report = {**self.report(chosen=ops, inputs=g.inputs), "method": "argmax"}
+            report = {**self.report(g), "method": "argmax"}
         else:
             chosen, inputs, record = self.perturbation_select()
             g = make_genotype(self.cfg.space, chosen, inputs)
@@ -609,7 +598,8 @@ class Search:
                                 "out": str(out), "batches_per_epoch": self.batches_per_epoch,
                                 "weights": sum(p.numel() for p in self.weight_params), "world_size": self.world,
                                 "train_images": len(self.train_ds.images), "val_images": len(self.val_ds.images),
-                                "cost_table": self.cost_table.to_dict() if self.cost_table else None})
+                                "cost_table": self.cost_table.to_dict() if self.cost_table else None,
+                                "cost_target": getattr(self.cost_model, "target", self.cfg.cost.target)})
         with _DeferredInterrupt() as interrupt, (open(out / HISTORY, "a") if self.rank == 0 else _Null()) as history:
             status = self._loop(history, interrupt, stop_at)
         self.save()
@@ -621,7 +611,7 @@ class Search:
                 atomic_save_json(report, out / REPORT)
             self.callback("report", {"report": report, "path": str(out / REPORT)})
         distributed.barrier()
-        self.callback("end", {"status": status, "step": self.pos.step, "genotype": describe(genotype),
+        self.callback("end", {"status": status, "step": self.pos.step, "genotype": self.space.describe(genotype),
                               "metrics": dict(self.metrics)})
         return SearchResult(genotype, status, self.pos.step, self.total_steps, out, dict(self.metrics), report)
 
@@ -678,7 +668,7 @@ class Search:
         self.grad_means.reset()
         p, g = self.pos, self.model.genotype()
         info = {"step": p.step, "epoch": p.epoch, "total_steps": self.total_steps, "lr": lr, "arch": arch_on,
-                "sec_per_step": sec_per_step, "genotype": describe(g), "tau": self.tau, **self.metrics}
+                "sec_per_step": sec_per_step, "genotype": self.space.describe(g), "tau": self.tau, **self.metrics}
         if self.cost_model is not None:
             info["expected_cost"] = float(self.cost_model.expected(self.model.alphas.detach(), self.tau))
             info["cost_unit"] = self.cost_table.unit
@@ -765,7 +755,7 @@ def config_from_checkpoint(path: str | os.PathLike) -> SearchConfig:
     ckpt = load_file(path)
     if not isinstance(ckpt, dict) or "search_state" not in ckpt:
         raise CheckpointError(f"{path}: not a search checkpoint (no search_state)")
-    return from_dict(SearchConfig, ckpt["config"], str(path))
+    return search_config_from_dict(ckpt["config"], str(path))
 
 
 def load_search(path: str | os.PathLike, config: SearchConfig | None = None,
@@ -778,6 +768,6 @@ def load_search(path: str | os.PathLike, config: SearchConfig | None = None,
     table = search.load(ckpt)["cost_table"]
     if table is not None:
         search.cost_table = CostTable.from_dict(table)
-        search.cost_model = CostModel(search.cost_table, cfg.space, cfg.cost).to(search.device)
+        search.cost_model = search.space.cost_model(search.cost_table, cfg.space, cfg.cost).to(search.device)
     search._schedule()
     return search

@@ -1,5 +1,8 @@
 """Genotype: the discrete result of a DLSR-style search, as a small versioned YAML file.
 
+(This file is the `dlsr` space's schema and the loader of every genotype: a file with `space: esr` is checked
+by search_spaces/esr_genotype.py instead and loads as an `ESRGenotype`.)
+
 A genotype says which network the search found, at both of DLSR's levels:
   * cell level: the three searched ops of the distillation cell (one per distillation stage), either
     shared by every cell (`cell: [op1, op2, op3]`) or given per cell (`cells: [[...], [...], ...]`,
@@ -44,13 +47,17 @@ from typing import Any
 
 import yaml
 
+from search_spaces.esr_genotype import ESRGenotype, validate_esr
 from search_spaces.ops import OPS
+from search_spaces.schema import check_keys
+from search_spaces.schema import is_int as _is_int
+from search_spaces.schema import show as _show
 from srcore.skip import SKIPS
 from srcore.yamlio import safe_load
 
 VERSION = 2  # written by this srnas; versions 1 (no skip) and 2 are read
 VERSIONS = (1, 2)
-SPACES = ("dlsr",)
+SPACES = ("dlsr", "esr")  # esr: search_spaces/esr_genotype.py (its own keys)
 SCALES = (2, 3, 4)
 GENOTYPE_DIR = Path(__file__).resolve().parent / "genotypes"  # named genotypes shipped with the package
 
@@ -113,31 +120,13 @@ class Genotype:
 # checking a raw mapping
 
 
-def _show(value: Any) -> str:
-    """A short one-line rendering of an offending value for error messages."""
-    text = repr(value)
-    return text if len(text) <= 80 else text[:77] + "..."
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check(raw: Any, source: str) -> dict[str, Any]:
     """Check a raw genotype mapping; return normalised Genotype fields or raise a one-line ValueError."""
 
     def fail(key: str, value: Any, problem: str):
         raise ValueError(f"{source}: {key} = {_show(value)}: {problem}")
 
-    if not isinstance(raw, Mapping):
-        raise ValueError(f"{source}: a genotype is a mapping of keys ({', '.join(KEYS)}), "
-                         f"got {type(raw).__name__} {_show(raw)}")
-    for key in raw:
-        if key not in KEYS:
-            raise ValueError(f"{source}: unknown key {_show(key)}; known keys: {', '.join(KEYS)}")
-    for key in REQUIRED_KEYS:
-        if key not in raw:
-            raise ValueError(f"{source}: missing key '{key}'")
+    check_keys(raw, source, KEYS, REQUIRED_KEYS)
     if ("cell" in raw) == ("cells" in raw):
         problem = "both are given" if "cell" in raw else "neither is given"
         raise ValueError(f"{source}: cell/cells: give a shared 'cell' or per-cell 'cells', {problem}")
@@ -157,7 +146,7 @@ def _check(raw: Any, source: str) -> dict[str, Any]:
     if not isinstance(skip, str) or skip not in SKIPS:
         fail("skip", skip, f"unknown image-space skip; known: {', '.join(SKIPS)}")
     space = raw["space"]
-    if not isinstance(space, str) or space not in SPACES:
+    if space != "dlsr":
         fail("space", space, f"unsupported search space; known: {', '.join(SPACES)}")
     scale = raw["scale"]
     if not _is_int(scale) or scale not in SCALES:
@@ -223,8 +212,11 @@ def _check(raw: Any, source: str) -> dict[str, Any]:
                 cell=cell, cells=cells, inputs=tuple(pairs), rgb_range=float(rgb_range), skip=skip)
 
 
-def validate(raw: Any, source: str = "genotype") -> Genotype:
-    """Check a raw mapping (as read from YAML) and return the Genotype; `source` names it in errors."""
+def validate(raw: Any, source: str = "genotype") -> Genotype | ESRGenotype:
+    """Check a raw mapping (as read from YAML) and return its genotype, a `Genotype` (space: dlsr) or an
+    `ESRGenotype` (space: esr, search_spaces/esr_genotype.py); `source` names it in errors."""
+    if isinstance(raw, Mapping) and raw.get("space") == "esr":
+        return validate_esr(raw, source)
     return Genotype(**_check(raw, source))
 
 
@@ -237,14 +229,15 @@ def list_genotypes() -> list[str]:
     return sorted(p.stem for p in GENOTYPE_DIR.glob("*.yaml"))
 
 
-def parse_genotype(text: str, source: str = "genotype") -> Genotype:
+def parse_genotype(text: str, source: str = "genotype") -> Genotype | ESRGenotype:
     """Parse genotype YAML text; any problem is a one-line ValueError starting with `source`."""
     raw = safe_load(text, source)  # srcore.yamlio: alias bombs and recursive aliases are refused
     return validate(raw, source)
 
 
-def load_genotype(path_or_name: str | Path) -> Genotype:
-    """Load a genotype from a YAML file, or by name from the shipped genotypes (e.g. "dlsr_x2")."""
+def load_genotype(path_or_name: str | Path) -> Genotype | ESRGenotype:
+    """Load a genotype (either space) from a YAML file, or by name from the shipped genotypes (e.g. "dlsr_x2",
+    "span_x4")."""
     path = Path(path_or_name)
     if not path.is_file():
         named = GENOTYPE_DIR / f"{path_or_name}.yaml"
@@ -256,12 +249,12 @@ def load_genotype(path_or_name: str | Path) -> Genotype:
     return parse_genotype(path.read_text(encoding="utf-8"), str(path_or_name))
 
 
-def dump_genotype(g: Genotype) -> str:
+def dump_genotype(g: Genotype | ESRGenotype) -> str:
     """The canonical YAML text of a genotype (flow-style op lists and input pairs)."""
     return yaml.safe_dump(g.to_dict(), sort_keys=False, default_flow_style=None)
 
 
-def save_genotype(g: Genotype, path: str | Path) -> Path:
+def save_genotype(g: Genotype | ESRGenotype, path: str | Path) -> Path:
     """Write `g` as canonical YAML to `path`; returns the path."""
     path = Path(path)
     path.write_text(dump_genotype(g), encoding="utf-8")

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 
 from search_spaces.cell import NEG_SLOPE, DistillationCell
+from search_spaces.esr_genotype import ESRGenotype
+from search_spaces.esr_network import ESRNet
 from search_spaces.genotype import Genotype, load_genotype, validate
 from srcore.layers import conv, pixelshuffle_upsampler
 from srcore.registry import register_builder
@@ -72,14 +74,15 @@ class DLSRNet(nn.Module):
         return self.skip(x, self.upsampler[0](lr) / self.rgb_range)
 
 
-def build_network(genotype: Genotype | str | Path) -> DLSRNet:
-    """The derived network for a Genotype, a genotype YAML file or a named genotype (e.g. "dlsr_x2")."""
-    if not isinstance(genotype, Genotype):
+def build_network(genotype: Genotype | ESRGenotype | str | Path) -> DLSRNet | ESRNet:
+    """The derived network for a genotype (object, YAML file or named, e.g. "dlsr_x2", "span_x4"): a DLSRNet
+    for the dlsr space, an ESRNet (training-time form, search_spaces/esr_network.py) for the esr space."""
+    if not isinstance(genotype, (Genotype, ESRGenotype)):
         genotype = load_genotype(genotype)
-    return DLSRNet(genotype)
+    return ESRNet(genotype) if isinstance(genotype, ESRGenotype) else DLSRNet(genotype)
 
 
 @register_builder("genotype")
-def build_from_spec(spec: dict) -> DLSRNet:
+def build_from_spec(spec: dict) -> DLSRNet | ESRNet:
     """The network of a checkpoint spec `{"genotype": mapping}` (srcore.modelspec.build_model)."""
-    return DLSRNet(validate(spec["genotype"], "checkpoint spec.genotype"))
+    return build_network(validate(spec["genotype"], "checkpoint spec.genotype"))

@@ -343,6 +343,8 @@ def plot_genotype(genotype: Genotype | str | Path, out_png: str | Path,
         name = Path(str(genotype)).stem if not isinstance(genotype, Genotype) else "genotype"
     if not isinstance(genotype, Genotype):
         genotype = load_genotype(genotype)
+    if not isinstance(genotype, Genotype):
+        raise ValueError(f"{name}: an {genotype.space} genotype; plot_genotype draws dlsr genotypes only")
     history = read_alpha_history(alpha_history, genotype.num_cells) if alpha_history is not None else None
 
     # distinct cells, in order of first use

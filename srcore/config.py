@@ -224,7 +224,8 @@ def resolve_preset(config: str | Path, preset_dir: Path) -> Path:
 
 def load_config(cls: type[T], config: str | Path, overrides: list[str] | tuple[str, ...] = (),
                 preset_dir: Path | None = None) -> T:
-    """Read a YAML file (or preset name), apply `--set` overrides, and type it into `cls`."""
+    """Read a YAML file (or preset name), apply `--set` overrides, and type it into `cls` (a dataclass, or a
+    function `(mapping, source) -> dataclass` that picks one from the mapping, e.g. by a `name` key)."""
     path = resolve_preset(config, preset_dir) if preset_dir is not None else Path(config)
     try:
         data = safe_load(path.read_text(encoding="utf-8"), str(path))
@@ -238,4 +239,7 @@ def load_config(cls: type[T], config: str | Path, overrides: list[str] | tuple[s
         data = {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
-    return from_dict(cls, apply_overrides(data, overrides), str(path))
+    data = apply_overrides(data, overrides)
+    if not dataclasses.is_dataclass(cls):  # a function of the mapping that picks the dataclass (a config family)
+        cls = cls(data, str(path))
+    return from_dict(cls, data, str(path))

@@ -501,6 +501,8 @@ def test_kd_gate(tmp_path, hr_dir, teacher_file, weak_teacher, caplog):
     tr = Trainer(gated_cfg(hr_dir, teacher_file, {"name": "rlfn_s_x2"}), tmp_path / "c")
     (r,) = tr.gate_results
     assert r.passed and r.gain > 1.0 and [t.name for t in tr.cfg.loss] == ["l1", "kd", "fitnet"]
+    # the gate names the sets it scored (the validation sets, not a study's test sets)
+    assert r.sets == tuple(d.name for d in tr.val_sets) and f"validation set(s) {r.sets[0]}" in r.message()
 
 
 def test_a_loss_kind_is_defined_in_one_place(tmp_path, hr_dir, teacher_file, monkeypatch):

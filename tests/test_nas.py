@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import import_tool
+from conftest import import_tool, texture_images
 from torch.func import functional_call
 
 from nas.architect import Architect
@@ -46,7 +46,6 @@ from srcore.checkpoint import CheckpointError, load_file
 from srcore.config import ConfigError, load_config
 from srcore.cost import count_params
 from srcore.data import DataError, PatchDataset
-from srcore.imageio import write_png
 
 REPO = Path(__file__).resolve().parents[1]
 derive_cli = import_tool("derive")
@@ -58,13 +57,7 @@ TINY_OPS = ("identity", "conv_1x1", "conv_3x3", "sep_conv_3x3")
 @pytest.fixture(scope="module")
 def image_dir(tmp_path_factory) -> Path:
     """Eight small random-texture RGB images: loads in milliseconds (the presets use builtin:train)."""
-    d = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(8):
-        base = rng.integers(0, 256, size=(12, 12, 3)).astype(np.float64)
-        img = np.kron(base, np.ones((4, 4, 1))) + rng.normal(0, 8, size=(48, 48, 3))
-        write_png(d / f"img{i}.png", np.clip(img, 0, 255).astype(np.uint8))
-    return d
+    return texture_images(tmp_path_factory.mktemp("images"))
 
 
 def tiny_space(**kw) -> SpaceConfig:

@@ -48,6 +48,21 @@ def test_teacher_reproduces_provenance_psnr(file, arch, scale):
     assert abs(res.psnr_y - expected) <= 0.01, f"{file} x{scale}: {res.psnr_y:.4f} dB vs PROVENANCE {expected}"
 
 
+# The winners' PROVENANCE table also gives Set14 and B100: Set14 for all four; B100 (100 images, ~10 s of CPU
+# each) for SPANV2, the esr study's KD teacher (docs/esr_study.md scores SPAN and SPANV2 on all three sets).
+WINNER_SETS = [(f, a, s, d) for f, a, s in CASES if "_ntire2" in f for d in ("Set14", "B100")
+               if d == "Set14" or a == "spanv2"]
+
+
+@pytest.mark.parametrize("file,arch,scale,dataset", WINNER_SETS, ids=[f"{f}-{d}" for f, _, _, d in WINNER_SETS])
+def test_winner_reproduces_provenance_psnr_on_set14_and_b100(file, arch, scale, dataset):
+    path = require_shared("teachers", file)
+    expected = provenance_psnr(require_shared("teachers", "PROVENANCE.md").read_text(), file, scale, dataset)
+    res = evaluate_model(build(arch, path, scale), BenchmarkSet(require_shared("data", dataset), scale))
+    assert res.n_images == {"Set14": 14, "B100": 100}[dataset]
+    assert abs(res.psnr_y - expected) <= 0.01, f"{file} {dataset}: {res.psnr_y:.4f} dB vs PROVENANCE {expected}"
+
+
 def test_wrong_scale_or_architecture_is_a_clear_error():
     path = require_shared("teachers", "imdn_x4.pth")
     with pytest.raises(CheckpointError, match=r"upsampler\.0\.weight .*wrong shape|wrong shape.*upsampler\.0"):

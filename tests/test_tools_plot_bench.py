@@ -7,7 +7,7 @@ import types
 from pathlib import Path
 
 import pytest
-from conftest import import_tool
+from conftest import import_tool, require_shared
 
 from search_spaces.genotype import load_genotype, validate
 
@@ -135,6 +135,34 @@ def test_bench_doc_section_appends_and_rejects_unpaired_markers(tools, tmp_path)
     with pytest.raises(ValueError, match="unpaired"):
         tools.bench.write_doc_section(doc, "x", "body")
 
+
+
+def test_bench_latency_section_writes_a_second_table_beside_the_first(tools, tmp_path):
+    """`latency --section latency_x4`: the x4 table (the NTIRE winners) in its own section and JSON, the x2 kept."""
+    bench = tools.bench
+    assert bench.parse_args(["latency"]).json == bench.JSON_DIR / "latency.json"
+    assert bench.parse_args(["latency", "--section", "latency_x4"]).json == bench.JSON_DIR / "latency_x4.json"
+    with pytest.raises(ValueError, match="--section '../x'"):
+        bench.parse_args(["latency", "--section", "../x"])
+    doc, js = tmp_path / "benchmarks.md", tmp_path / "l4.json"
+    doc.write_text("# B\n\n<!-- bench:latency -->\nthe x2 table\n<!-- /bench:latency -->\n")
+    assert bench.main(["latency", "--models", "spanv2", "--scale", "4", "--section", "latency_x4", "--lr-size", "24",
+                       "--repeats", "1", "--warmup", "0", "--threads", "1", "--no-onnx", "--psnr-data", "builtin",
+                       "--json", str(js), "--doc", str(doc)]) == 0
+    text = doc.read_text()
+    assert "the x2 table" in text and "<!-- bench:latency_x4 -->" in text and "## Latency side by side, x4" in text
+    row = json.loads(js.read_text())["results"][0]
+    assert row["model"] == "spanv2" and row["scale"] == 4 and row["torch_latency_s"] > 0
+    bicubic = json.loads(js.read_text())["settings"]["bicubic_psnr_y"]
+    assert 10 < bicubic < 60 and f"| bicubic (no network) | 0 | - | - | - | {bicubic:.3f} |" in text
+
+
+def test_bench_finds_the_registered_weights_of_the_winners(tools):
+    """The NTIRE winners' files are named by their registry entry (spanv2 x4: spanv2_ntire26_x4.pth)."""
+    require_shared("teachers", "spanv2_ntire26_x4.pth")
+    assert tools.bench.official_weights("spanv2", 4).name == "spanv2_ntire26_x4.pth"
+    assert tools.bench.official_weights("imdn", 4).name == "imdn_x4.pth"
+    assert tools.bench.official_weights("rfdn", 2) is None  # RFDN's official file is x4 only
 
 
 def test_bench_search_step_tiny_real_engine(tools, tmp_path):

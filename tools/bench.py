@@ -24,10 +24,11 @@ quiet one (the load average is recorded to tell).
 
   latency      several networks in ONE process, side by side: compressed students (deploy.pt files) beside
                zoo models (IMDN, RLFN-S, RFDN, PAN, DLSR by default; --models to change the list, e.g. the
-               NTIRE winners once they are in the zoo), in PyTorch eager and in onnxruntime, each timed
+               NTIRE winners span,dscf,spanv2,pfdn at x4), in PyTorch eager and in onnxruntime, each timed
                interleaved with the others after warm-up (median of --repeats); params, MACs, activations,
                peak memory, Set5 PSNR-Y (official weights, or the student's own) and the speed ratio to
                --reference (rlfn_s). The allocator settings of srcore/runtime.py are in force (recorded).
+               --section names its docs section and JSON (default latency; latency_x4 for the x4 table).
   runtime      the glibc allocator problem and its fix: one network's forward on a large LR image in two
                fresh processes, glibc defaults vs srcore/runtime.py's settings: wall, user and system time,
                minor page faults (getrusage), GFLOP/s against a measured conv peak on the same threads.
@@ -42,6 +43,7 @@ Examples:
   python tools/bench.py search-step --space dlsr --batch 4 --lr-patch 48 --variants dlsr_exact dlsr_reuse:2 first_order
   python tools/bench.py latency --students runs/compress/deploy.pt --scale 2 --repeats 10
   python tools/bench.py latency --models rlfn_s,imdn --students a/deploy.pt b/deploy.pt --no-onnx
+  python tools/bench.py latency --scale 4 --section latency_x4 --models imdn,rlfn_s,rfdn,pan,span,dscf,spanv2,pfdn
   python tools/bench.py runtime --model imdn --scale 2 --lr-size 384x512
   python tools/bench.py data --train '${SRNAS_SHARED}/data/T91' '${SRNAS_SHARED}/data/BSD200' --threads 1
 """
@@ -52,6 +54,7 @@ import json
 import multiprocessing
 import os
 import platform
+import re
 import shlex
 import statistics
 import sys
@@ -441,14 +444,21 @@ def search_table(p: dict) -> Table:
 # ----------------------------------------------------------------------------------------------------
 # latency: compressed students beside the zoo, PyTorch eager and onnxruntime, in one process
 
-LATENCY_MODELS = "imdn,rlfn_s,rfdn,pan,genotype:dlsr_x2"  # NTIRE winners join with --models once in the zoo
+LATENCY_MODELS = "imdn,rlfn_s,rfdn,pan,genotype:dlsr_x2"  # x2; the NTIRE winners (x4 only) join with --models
 
 
 def official_weights(name: str, scale: int) -> Path | None:
-    """The official weight file of a zoo model / shipped genotype at `scale` in $SRNAS_SHARED/teachers."""
+    """The official weight file of a zoo model / shipped genotype at `scale` in $SRNAS_SHARED/teachers: the
+    registered weights of that architecture and scale (srcore/weights.py: e.g. spanv2 x4 is
+    spanv2_ntire26_x4.pth), else <name>_x<scale>.pth."""
+    from srcore.weights import WEIGHTS
+
+    files = [e.file for e in WEIGHTS.values() if e.arch == name and scale in e.scales]
     stem = name.split(":", 1)[1] if name.startswith("genotype:") else f"{name}_x{scale}"
-    path = shared_dir() / "teachers" / f"{stem}.pth"
-    return path if path.is_file() else None
+    for path in [shared_dir() / "teachers" / f for f in files] + [shared_dir() / "teachers" / f"{stem}.pth"]:
+        if path.is_file():
+            return path
+    return None
 
 
 def latency_entries(args, log) -> list[dict]:
@@ -493,7 +503,7 @@ def bench_latency(args, log) -> dict:
     import tempfile
 
     from srcore.data import BenchmarkSet
-    from srcore.evaluation import evaluate_model
+    from srcore.evaluation import evaluate_bicubic, evaluate_model
     from srcore.runtime import configure_allocator
 
     runtime = configure_allocator().as_dict()  # already applied by tools/common; recorded here
@@ -551,6 +561,8 @@ def bench_latency(args, log) -> dict:
     return {"subcommand": "latency", "input_shape": list(shape), "reference": args.reference if ref else None,
             "settings": {"warmup": args.warmup, "repeats": args.repeats, "threads": args.threads, "device": "cpu",
                          "onnx": onnx_ok, "psnr_set": psnr_set,
+                         "bicubic_psnr_y": evaluate_bicubic(BenchmarkSet(psnr_set, args.scale)).psnr_y
+                         if psnr_set else None,
                          "order": "one process; eager models round-robin, then onnxruntime models round-robin"},
             "runtime": runtime, "results": rows}
 
@@ -581,16 +593,26 @@ def latency_markdown(p: dict) -> str:
     rt = p["runtime"]
     allocator = f"tuned ({rt['reason']}, srcore/runtime.py)" if rt["applied"] else f"glibc defaults ({rt['reason']})"
     psnr = f"PSNR-Y on {Path(p['settings']['psnr_set']).name}" if p["settings"]["psnr_set"] else "no PSNR set"
-    lines = ["## Latency side by side (`tools/bench.py latency`)", "", latency_caption(p) + ".", "",
+    lines = [f"## Latency side by side, x{p['results'][0]['scale']} (`tools/bench.py latency`)", "",
+             latency_caption(p) + ".", "",
              f"Machine: {machine_line(p['machine'])}. Allocator: "
              f"{allocator}. {psnr} with the official weights (zoo) or the checkpoint's own (students); "
              "'-' = no weights. ORT = onnxruntime on the CPU (fp32, the same threads).", ""]
-    lines += markdown_rows(LATENCY_COLUMNS, [latency_cells(r) for r in p["results"]])
+    lines += markdown_rows(LATENCY_COLUMNS, latency_rows(p))
     return "\n".join(lines)
 
 
+def latency_rows(p: dict) -> list[list[str]]:
+    """The table's cells, and bicubic's PSNR-Y beside them (the trivial baseline every PSNR needs)."""
+    rows = [latency_cells(r) for r in p["results"]]
+    bicubic = p["settings"].get("bicubic_psnr_y")
+    if bicubic is not None:
+        rows.append(["bicubic (no network)", "0"] + ["-"] * 3 + [f"{bicubic:.3f}"] + ["-"] * 4)
+    return rows
+
+
 def latency_table(p: dict) -> Table:
-    return rich_table(latency_caption(p), LATENCY_COLUMNS, [latency_cells(r) for r in p["results"]])
+    return rich_table(latency_caption(p), LATENCY_COLUMNS, latency_rows(p))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -724,7 +746,8 @@ def parse_args(argv):
     sub = p.add_subparsers(dest="command", required=True)
 
     def common(sp, name):
-        sp.add_argument("--json", type=Path, default=JSON_DIR / f"{name}.json", help="JSON results file")
+        sp.add_argument("--json", type=Path, help=f"JSON results file (default {JSON_DIR.name}/<section>.json, "
+                                                  f"the section being {name!r} unless --section says otherwise)")
         sp.add_argument("--doc", type=Path, default=DOC, help="markdown file whose bench section is rewritten")
         sp.add_argument("--threads", type=int, default=2, help="torch CPU threads")
         sp.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ...")
@@ -765,6 +788,8 @@ def parse_args(argv):
     la.add_argument("--reference", default="rlfn_s", help="model the speed ratios are relative to")
     la.add_argument("--psnr-data", help="benchmark folder for PSNR-Y (default $SRNAS_SHARED/data/Set5)")
     la.add_argument("--no-onnx", dest="onnx", action="store_false", help="PyTorch eager only")
+    la.add_argument("--section", default="latency",
+                    help="docs/benchmarks.md section and JSON name (e.g. latency_x4: the x4 table beside the x2 one)")
 
     rt = sub.add_parser("runtime", help="glibc allocator defaults vs srcore/runtime.py on one large forward")
     common(rt, "runtime")
@@ -795,6 +820,10 @@ def parse_args(argv):
         if getattr(args, key, ESA.MIN_INPUT) < ESA.MIN_INPUT:
             raise ValueError(f"--{key.replace('_', '-')} {getattr(args, key)}: smaller than the networks' minimum "
                              f"input {ESA.MIN_INPUT}x{ESA.MIN_INPUT} (ESA blocks); use >= {ESA.MIN_INPUT}")
+    if not re.fullmatch(r"[A-Za-z0-9_-]+", getattr(args, "section", "x")):
+        raise ValueError(f"--section {args.section!r}: expected letters, digits, '_' or '-' (e.g. latency_x4)")
+    args.section = getattr(args, "section", args.command)
+    args.json = args.json or JSON_DIR / f"{args.section}.json"
     check_device(args.device)
     check_output_file(args.json, "--json")
     check_output_file(args.doc, "--doc")
@@ -829,8 +858,8 @@ def main(argv=None) -> int:
     payload["command"] = command
     title, _, body = markdown.partition("\n")
     write_json(args.json, payload)
-    write_doc_section(args.doc, args.command, f"{title}\n\nMade by `{command}`.\n{body}")
-    log.info(f"wrote {args.json} and the '{args.command}' section of {args.doc}")
+    write_doc_section(args.doc, args.section, f"{title}\n\nMade by `{command}`.\n{body}")
+    log.info(f"wrote {args.json} and the '{args.section}' section of {args.doc}")
     return 0
 
 

@@ -24,14 +24,13 @@ from pathlib import Path
 import torch
 from common import console, run_cli, setup_logging
 
-from nas.config import SearchConfig
-from nas.cost import CostModel, CostTable, op_param_counts
-from nas.derive import derive_genotype, describe
-from nas.report import collapse_report, format_report
+from nas.config import ESRSpaceConfig, SearchConfig, search_config_from_dict
+from nas.cost import CostTable
+from nas.report import format_report
 from nas.search import CHECKPOINT, HISTORY, atomic_save_json, load_search, temperature
+from nas.spaces import space_of
 from search_spaces.genotype import dump_genotype, save_genotype
 from srcore.checkpoint import CheckpointError, load_file
-from srcore.config import from_dict
 from srcore.jsonl import read_jsonl
 from srcore.rundir import check_output_file
 
@@ -59,7 +58,7 @@ def read_search(source: Path) -> tuple[dict, SearchConfig, Path]:
     if missing:
         raise CheckpointError(f"{path}: a search checkpoint without {', '.join(missing)} (damaged, or written by "
                               "another srnas version)")
-    return ckpt, from_dict(SearchConfig, ckpt["config"], str(path)), path
+    return ckpt, search_config_from_dict(ckpt["config"], str(path)), path
 
 
 def history_at(path: Path, step: int) -> dict:
@@ -87,7 +86,8 @@ def argmax_derive(ckpt: dict, cfg: SearchConfig, path: Path, step: int | None):
     logged = step
     if step is None:
         sd, step = ckpt["state_dict"], int(ckpt["step"])
-        alphas, betas = sd["alphas"], [sd[f"betas.{i}"] for i in range(cfg.space.num_cells - 2)]
+        alphas = sd["alphas"]
+        betas = [sd[f"betas.{i}"] for i in range(len([k for k in sd if k.startswith("betas.")]))]
         tau = temperature(cfg, step, total // cfg.loop.epochs, total)
     else:
         entry = history_at(path.parent / HISTORY, step)
@@ -97,16 +97,13 @@ def argmax_derive(ckpt: dict, cfg: SearchConfig, path: Path, step: int | None):
             raise ValueError(f"{path.parent / HISTORY}: step {step}: alpha/beta are not numeric arrays ({e})") from None
         tau = entry.get("tau", 1.0)
     source = str(path) if logged is None else f"{path.parent / HISTORY} step {logged}"
-    g = derive_genotype(alphas, betas, cfg.space, exclude=cfg.derive.exclude, source=source)
-    table = ckpt["search_state"].get("cost_table")
-    params = op_param_counts(cfg.space.ops, cfg.space.channels)
-    costs, unit = (table["ops"], table["unit"]) if table else (params, "params")
-    chosen = [op for k in range(1 if g.cell is not None else g.num_cells) for op in g.cell_ops(k + 1)]
-    report = collapse_report(torch.softmax(alphas.double() / tau, dim=-1), betas, cfg.space, costs, params,
-                             decided_prob=cfg.loop.decided_prob, chosen=chosen, inputs=g.inputs, cost_unit=unit)
+    space = space_of(cfg.space)  # nas/spaces.py: dlsr or esr
+    g = space.derive(alphas, betas, cfg.space, exclude=cfg.derive.exclude, source=source)
+    table = CostTable.from_dict(ckpt["search_state"]["cost_table"]) if ckpt["search_state"].get("cost_table") else None
+    report = space.report(alphas, betas, cfg.space, tau, table, cfg.loop.decided_prob, g)
     report = {**report, "method": "argmax", "step": step}
-    if table:
-        report["derived_cost"] = CostModel(CostTable.from_dict(table), cfg.space, cfg.cost).genotype_cost(g)
+    if table is not None:
+        report["derived_cost"] = space.cost_model(table, cfg.space, cfg.cost).genotype_cost(g)
     return g, report
 
 
@@ -116,7 +113,8 @@ def main(argv=None) -> int:
     log = setup_logging()
     ckpt, cfg, path = read_search(args.source)
     if args.exclude is not None:
-        check_exclude(args.exclude, tuple(cfg.space.ops))
+        ops = cfg.space.candidates() if isinstance(cfg.space, ESRSpaceConfig) else tuple(cfg.space.ops)
+        check_exclude(args.exclude, ops)
     d = cfg.derive
     d = dataclasses.replace(d, method=args.method or d.method,
                             exclude=tuple(args.exclude) if args.exclude is not None else d.exclude,
@@ -137,7 +135,8 @@ def main(argv=None) -> int:
     console.print(format_report(report), highlight=False, markup=False)
     for warning in report["warnings"]:
         log.warning(warning)
-    log.info(f"{path} step {report['step']} ({d.method}): {describe(g)}; wrote {args.out} and {report_path}")
+    log.info(f"{path} step {report['step']} ({d.method}): {space_of(cfg.space).describe(g)}; wrote {args.out} and "
+             f"{report_path}")
     console.print(dump_genotype(g), highlight=False, markup=False)
     return 0
 

@@ -36,7 +36,7 @@ from common import CONFIGS, console, print_error, run_cli, setup_logging, setup_
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from nas import distributed
-from nas.config import SearchConfig
+from nas.config import ESRSpaceConfig, SearchConfig, search_config_class, search_config_from_dict
 from nas.report import format_report
 from nas.search import (
     CHECKPOINT,
@@ -49,7 +49,7 @@ from nas.search import (
     run_search,
 )
 from search_spaces.genotype import dump_genotype
-from srcore.config import ConfigError, apply_overrides, from_dict, load_config, to_dict
+from srcore.config import ConfigError, apply_overrides, load_config, to_dict
 from srcore.jsonl import trim_jsonl
 from srcore.layers import ESA
 from srcore.rundir import claim_run_dir
@@ -81,19 +81,23 @@ def parse_args(argv):
 def load_search_config(args) -> SearchConfig:
     sets = list(args.set) + [f"run.{k}={getattr(args, k)}" for k in ("threads", "device") if getattr(args, k)]
     if args.config is not None:
-        return load_config(SearchConfig, args.config, sets, PRESETS)
+        return load_config(search_config_class, args.config, sets, PRESETS)
     ckpt = args.out / CHECKPOINT
     cfg = config_from_checkpoint(ckpt)
-    return from_dict(SearchConfig, apply_overrides(to_dict(cfg), sets), str(ckpt)) if sets else cfg
+    return search_config_from_dict(apply_overrides(to_dict(cfg), sets), str(ckpt)) if sets else cfg
 
 
 def check_sizes(cfg: SearchConfig) -> None:
-    """Patches and cost-table inputs must fit the supernet: every cell ends with ESA (15x15 minimum)."""
-    need, s = ESA.MIN_INPUT, cfg.space.scale
+    """Patches and cost-table inputs must fit the supernet: every DLSR cell ends with ESA (15x15 minimum), and
+    so does an esr block with the esa attention."""
+    esr = isinstance(cfg.space, ESRSpaceConfig)
+    if esr and "esa" not in cfg.space.attns:
+        return
+    need, s, where = ESA.MIN_INPUT, cfg.space.scale, "the esa attention" if esr else "ESA in every cell"
     if cfg.data.gt_size // s < need:
         raise ConfigError(f"data.gt_size = {cfg.data.gt_size}: the LR patch {cfg.data.gt_size // s}x"
                           f"{cfg.data.gt_size // s} is smaller than the supernet's minimum input {need}x{need} "
-                          f"(ESA in every cell); use data.gt_size >= {need * s}")
+                          f"({where}); use data.gt_size >= {need * s}")
     if cfg.cost.kind != "none" and min(cfg.cost.input_size) < need:
         raise ConfigError(f"cost.input_size = {list(cfg.cost.input_size)}: below the supernet's minimum input "
                           f"{need}x{need}")
@@ -161,9 +165,14 @@ def main(argv=None) -> int:
 def search(args, cfg: SearchConfig, device: str, log) -> int:
     rank, world = distributed.world()
     s = cfg.space
-    log.info(f"search: {len(s.ops)} ops, {s.num_cells} cells, C={s.channels}, x{s.scale}, "
-             f"{'shared' if s.shared_alphas else 'per-cell'} alphas, partial channels {s.partial_channels}, "
-             f"arch {cfg.arch.algorithm}, cost {cfg.cost.kind} (target {cfg.cost.target}), "
+    if isinstance(s, ESRSpaceConfig):
+        what = (f"esr space: {s.num_blocks} blocks{' (depth searched)' if s.depth else ''}, C={s.channels}, "
+                f"x{s.scale}, convs {'/'.join(s.convs)}, acts {'/'.join(s.acts)}, attns {'/'.join(s.attns)}, "
+                f"skips {'/'.join(s.skips)}, {s.taps} taps")
+    else:
+        what = (f"{len(s.ops)} ops, {s.num_cells} cells, C={s.channels}, x{s.scale}, "
+                f"{'shared' if s.shared_alphas else 'per-cell'} alphas, partial channels {s.partial_channels}")
+    log.info(f"search: {what}, arch {cfg.arch.algorithm}, cost {cfg.cost.kind} (target {cfg.cost.target}), "
              f"{torch.get_num_threads()} threads on {device}" + (f", {world} processes" if world > 1 else ""))
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -184,7 +193,8 @@ def search(args, cfg: SearchConfig, device: str, log) -> int:
                 table = info.get("cost_table")
                 if table:
                     ops = ", ".join(f"{k} {v:.4g}" for k, v in table["ops"].items())
-                    log.info(f"cost table ({table['kind']}, {table['unit']}): fixed {table['fixed']:.4g}; {ops}")
+                    log.info(f"cost table ({table['kind']}, {table['unit']}): fixed {table['fixed']:.4g}; {ops}; "
+                             f"target {info['cost_target']:.4g} {table['unit']}")
             elif event == "step":
                 psnr = info.get("val_psnr")
                 parts = [f"ep {info['epoch']}", f"loss {info['loss']:.4f}",
@@ -230,7 +240,7 @@ def search(args, cfg: SearchConfig, device: str, log) -> int:
     log.info(f"finished {result.step} steps ({summary}); wrote {args.out / GENOTYPE}, {args.out / REPORT}, "
              f"{args.out / HISTORY}, {args.out / CHECKPOINT}")
     console.print(dump_genotype(result.genotype), highlight=False, markup=False)
-    if not args.no_plot:
+    if not args.no_plot and not isinstance(cfg.space, ESRSpaceConfig):  # plot_genotype draws dlsr genotypes
         plot(args.out, log)
     return 0
 
