@@ -82,3 +82,14 @@ def test_a_run_saved_before_a_key_was_added_still_resumes(table):
     old["loop"]["steps"] = 10
     old["optim"]["lr"] = 1.0
     assert resume_diff(old, cfg) == ["optim", "loop.steps"]
+
+
+def test_a_partial_table_judges_each_row_by_its_own_pairs(table):
+    """--report-only tables mix rows with two seeds and rows with one: a one-seed row needs a larger Δ."""
+    res = synthetic()
+    res["runs"] = [r for r in res["runs"] if not (r["method"] == "fitnet" and r["seed"] == 1)]
+    res["meta"].update(report_only=True, missing=["FitNet seed 1"], train_s=7200.0)
+    md = table.render(res)
+    assert "**Not finished**" in md and "FitNet seed 1" in md and "2.00 h in all" in md
+    assert "(1 paired seed): **within noise**" in md and "(2 paired seeds): **gain**" in md
+    assert "beyond 2σ·√2" in md
