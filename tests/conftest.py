@@ -35,3 +35,18 @@ def import_tool(name: str):
         return importlib.import_module(name)
     finally:
         sys.path.remove(str(REPO / "tools"))
+
+
+SMOKE_PIPELINE = ["--config", "smoke", "--threads", "1", "--set", "report.crops=1"]
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline(tmp_path_factory):
+    """One `tools/pipeline.py --config smoke` run at x2 (seconds), shared by the tests that read it: copy it
+    before changing it. The teacher is the default choice: the registry's rlfn_s_x2 when ../shared holds it,
+    else a tiny one trained here (cached in the run's own cache folder)."""
+    root = tmp_path_factory.mktemp("smoke_pipeline")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SRNAS_CACHE", str(root / "cache"))
+        assert import_tool("pipeline").main([*SMOKE_PIPELINE, "--out", str(root / "run")]) == 0
+    return root / "run"
