@@ -36,9 +36,9 @@ class SpaceConfig:
     """The supernet: DLSR's two-level space (cell ops and cell-to-cell links)."""
 
     ops: tuple[str, ...] = DLSR_PRIMITIVES  # candidate ops of every distillation stage
-    num_cells: int = 6
-    channels: int = 48
-    scale: int = 2
+    num_cells: int = 6  # cells of the supernet (the derived network has as many); DLSR: 6
+    channels: int = 48  # feature channels C of every cell
+    scale: int = 2  # upscaling factor: 2, 3 or 4
     shared_alphas: bool = True  # True: one set of 3 x |ops| alphas for all cells (DLSR); False: per cell
     partial_channels: int = 1  # PC-DARTS K: 1/K of the channels go through the mixed op; 1 = off
     fuse: bool = True  # fused mixed ops: the same sum in fewer, cheaper operations (nas/mixed.py)
@@ -85,7 +85,7 @@ class DataConfig:
     gt_size: int = 64  # HR patch size (LR patch = gt_size / scale)
     batch_size: int = 16  # the global batch (split evenly over DDP processes)
     repeat: int = 1  # patches per training image per epoch
-    augment: bool = True
+    augment: bool = True  # dihedral flips and rotations of the patches
     val_sampling: Literal["epoch", "replacement"] = "epoch"  # arch batches: walk epochs, or draw with replacement
 
     def __post_init__(self) -> None:
@@ -108,7 +108,7 @@ class LossConfig:
     DLSR's L1 is on [0, 255] and its HFEN is range-free, so DLSR's 0.2 is 0.2 / 255 here.
     """
 
-    hfen_weight: float = 0.0
+    hfen_weight: float = 0.0  # weight of the HFEN term (high-frequency error) beside L1; 0 = L1 only
     hfen_mode: Literal["per_channel", "dlsr"] = "per_channel"  # dlsr: Laplacian summed over RGB, signed max
 
 
@@ -116,10 +116,10 @@ class LossConfig:
 class OptimConfig:
     """Weight optimizer: Adam with a schedule that is a pure function of the epoch (nothing to resume)."""
 
-    lr: float = 5e-4
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    schedule: Literal["constant", "multistep", "cosine"] = "constant"
+    lr: float = 5e-4  # weight optimizer (Adam) learning rate
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # weight Adam betas
+    weight_decay: float = 0.0  # weight decay of the network weights
+    schedule: Literal["constant", "multistep", "cosine"] = "constant"  # weight lr schedule (per epoch)
     milestones: tuple[int, ...] = ()  # epochs, for multistep
     gamma: float = 0.5  # multistep factor
     min_lr: float = 0.0  # cosine floor
@@ -143,10 +143,10 @@ class ArchConfig:
     them in every weight step (SDARTS-RS, Chen & Hsieh 2020).
     """
 
-    algorithm: Literal["first_order", "dlsr_reuse", "dlsr_exact", "second_order"] = "dlsr_exact"
-    lr: float = 3e-4
-    adam_betas: tuple[float, float] = (0.5, 0.999)
-    weight_decay: float = 1e-3
+    algorithm: Literal["first_order", "dlsr_reuse", "dlsr_exact", "second_order"] = "dlsr_exact"  # see above
+    lr: float = 3e-4  # arch optimizer (Adam) learning rate
+    adam_betas: tuple[float, float] = (0.5, 0.999)  # arch Adam betas
+    weight_decay: float = 1e-3  # weight decay of alphas and betas
     warmup_epochs: int = 0  # weight steps only for these epochs
     every: int = 1  # one arch step every `every` weight steps
     unrolled_lr: float | None = None  # second order: a plain SGD virtual step of this size; null = the optimizer's
@@ -175,11 +175,11 @@ class CostConfig:
     `ramp` goes linearly from 0 to 1 over `ramp_epochs` after the warm-up (0: at once).
     """
 
-    kind: Literal["none", "params", "macs", "latency"] = "none"
-    weight: float = 0.0
-    target: float | None = None
-    mode: Literal["hinge", "two_sided"] = "hinge"
-    ramp_epochs: float = 0.0
+    kind: Literal["none", "params", "macs", "latency"] = "none"  # expected params, MACs or latency
+    weight: float = 0.0  # weight of the cost term in the arch loss
+    target: float | None = None  # the hinge's target cost (unit of `kind`)
+    mode: Literal["hinge", "two_sided"] = "hinge"  # hinge: penalize only above target; two_sided: both sides
+    ramp_epochs: float = 0.0  # epochs over which the cost weight ramps up after the arch warm-up
     input_size: tuple[int, int] = (64, 64)  # LR size (H, W) for MACs and latency
     latency_repeats: int = 5  # timed runs per op (median) when measuring the latency table
 
@@ -194,15 +194,15 @@ class CostConfig:
 
 @dataclass
 class LoopConfig:
-    epochs: int = 1
-    seed: int = 0
+    epochs: int = 1  # passes over the training patches (steps = epochs x batches per epoch)
+    seed: int = 0  # random seed (data order, patches, initial weights)
     log_every: int = 10  # weight steps between progress updates and alpha_history.jsonl lines
     eval_every: int = 50  # weight steps between PSNR evaluations on fixed validation patches; 0 = off
-    eval_patches: int = 16
+    eval_patches: int = 16  # validation patches scored at each evaluation
     checkpoint_every: int = 100  # weight steps between atomic checkpoints (also at the end and on Ctrl-C)
     collapse_check: bool = True  # every log step: warn (or stop) when the current genotype is degenerate
     decided_prob: float = 0.5  # an edge's choice is decided when its op carries at least this mixture weight
-    collapse_action: Literal["warn", "stop"] = "warn"
+    collapse_action: Literal["warn", "stop"] = "warn"  # or stop the search at a collapse
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.log_every < 1 or self.eval_every < 0 or self.checkpoint_every < 0:
@@ -223,10 +223,10 @@ class DeriveConfig:
     validation batches.
     """
 
-    method: Literal["argmax", "perturbation"] = "argmax"
+    method: Literal["argmax", "perturbation"] = "argmax"  # how the genotype is read off the supernet (see above)
     exclude: tuple[str, ...] = ()  # ops the derivation may not pick (if another remains)
-    eval_batches: int = 4
-    tune_steps: int = 0
+    eval_batches: int = 4  # perturbation: validation batches per measurement
+    tune_steps: int = 0  # perturbation: weight steps after each decided edge
 
     def __post_init__(self) -> None:
         if self.eval_batches < 1 or self.tune_steps < 0:
@@ -237,8 +237,8 @@ class DeriveConfig:
 class RunConfig:
     """Execution only (may change on resume): torch CPU threads (0 = torch's default) and device."""
 
-    threads: int = 0
-    device: str = "cpu"
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    device: str = "cpu"  # cpu, cuda, cuda:1, ...
 
     def __post_init__(self) -> None:
         if self.threads < 0:
