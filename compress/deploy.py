@@ -60,10 +60,13 @@ def export_torchscript(model: nn.Module, path: str | os.PathLike, example: torch
         traced = torch.jit.trace(model, example, check_trace=False)
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        traced.save(str(tmp))
-    os.replace(tmp, path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            traced.save(str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -75,12 +78,15 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, example: torch.Tensor
     model = model.eval()
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=OPSET, input_names=["lq"],
-                          output_names=["sr"], dynamic_axes={"lq": {0: "n", 2: "h", 3: "w"},
-                                                             "sr": {0: "n", 2: "sh", 3: "sw"}})
-    os.replace(tmp, path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (example,), str(tmp), dynamo=False, opset_version=OPSET, input_names=["lq"],
+                              output_names=["sr"], dynamic_axes={"lq": {0: "n", 2: "h", 3: "w"},
+                                                                 "sr": {0: "n", 2: "sh", 3: "sw"}})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 

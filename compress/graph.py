@@ -127,10 +127,6 @@ class ChannelGraph:
     pinned: set[int]
     input_shape: tuple[int, ...]
     groups: dict[str, Group] = field(default_factory=dict)
-    class_group: dict[int, str] = field(default_factory=dict)
-
-    def cls(self, label: int | None) -> int | None:
-        return None if label is None else self.uf.find(label)
 
 
 def _tensors(obj) -> list[torch.Tensor]:
@@ -427,5 +423,3 @@ def _build_groups(g: ChannelGraph, model: nn.Module) -> None:
         prunable = not any(r in pinned for r in roots)
         tie = None if chunk is None else f"{chunk[0]}#{chunk[1]}"
         g.groups[name] = Group(name, roots, convs, prunable, tie)
-        for r in roots:
-            g.class_group[r] = name

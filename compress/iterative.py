@@ -186,7 +186,6 @@ class Compressor:
                 raise ConfigError(f"{self.out} holds a compression run with other settings ({', '.join(diff)}); "
                                   "use a new --out")
         else:
-            # TODO(lead): use the run-folder lock / --overwrite API of srcore (hardening branch) once merged
             self.out.mkdir(parents=True, exist_ok=True)
             save_json_atomic(path, json.dumps(now, indent=2) + "\n")
 

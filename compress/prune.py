@@ -47,24 +47,15 @@ class PruneError(ValueError):
 Plan = dict[str, list[int]]  # group name -> kept positions (sorted) among the group's coupled channels
 
 
-# --- re-parameterization (compress.reparam when merged; the ops' own fuse() until then) ----------------------
+# --- re-parameterization ------------------------------------------------------------------------------------
 
 
 def reparameterize(model: nn.Module) -> nn.Module:
-    """Fuse every multi-branch block into a plain conv, in place; returns the model."""
-    try:
-        from compress.reparam import reparameterize as fuse_all
-    except ImportError:
-        fuse_all = None
-    if fuse_all is not None:
-        out = fuse_all(model, inplace=True)
-        return model if out is None else out
-    for name, child in list(model.named_children()):
-        if callable(getattr(child, "fuse", None)):
-            setattr(model, name, child.fuse())
-        else:
-            reparameterize(child)
-    return model
+    """Fuse every multi-branch block into a plain conv, in place (compress.reparam); returns the model."""
+    from compress.reparam import reparameterize as fuse_all
+
+    out = fuse_all(model, inplace=True)
+    return model if out is None else out
 
 
 # --- importance ----------------------------------------------------------------------------------------------

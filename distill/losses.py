@@ -285,9 +285,6 @@ class Criterion(nn.Module):
         self.terms = nn.ModuleDict(mods)
 
     # --- what the trainer must compute for a step -------------------------------------------------------
-    def kinds(self) -> set[str]:
-        return {s.kind for s in self.specs.values()}
-
     def needs(self) -> frozenset[str]:
         """The union of every term's `needs` (what the step must compute)."""
         return frozenset().union(*(type(t).needs for t in self.terms.values()))

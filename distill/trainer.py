@@ -50,7 +50,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from search_spaces.genotype import VERSION as GENOTYPE_VERSION
 from search_spaces.genotype import load_genotype
 from srcore.checkpoint import read_checkpoint, save_checkpoint
-from srcore.config import ConfigError, to_dict
+from srcore.config import ConfigError, read_back, to_dict
 from srcore.data import BenchmarkSet, DataError, PatchDataset
 from srcore.evaluation import evaluate_model, summarize
 from srcore.jsonl import trim_jsonl
@@ -63,6 +63,9 @@ from .teachers import GateResult, describe, freeze, gate, load_teacher
 from .upcycle import InvertibleAug, enhance_hr, sample_rngs, zoom_in, zoom_out
 
 log = logging.getLogger(__name__)
+
+
+TEST_SETS = {"set5", "set14", "b100", "bsd100", "urban100", "manga109"}  # benchmark sets papers report on
 
 
 class NonFiniteLoss(RuntimeError):
@@ -260,6 +263,16 @@ def _world() -> tuple[int, int]:
 # the trainer
 
 
+def resume_diff(saved: dict, cfg: TrainConfig) -> list[str]:
+    """The keys in which `cfg` differs from a run's saved config in a way that forbids resuming it: everything
+    that shapes the trajectory or picks best.pt (loop.steps sets the cosine schedule's length, val the data that
+    chooses best.pt). Logging and checkpoint cadence may change."""
+    now, saved = to_dict(cfg), read_back(TrainConfig, saved)
+    fixed = ("student", "teacher", "data", "optim", "schedule", "loss", "stages", "val")
+    diff = [k for k in fixed if saved.get(k) != now.get(k)]
+    return diff + [f"loop.{k}" for k in ("seed", "steps") if saved.get("loop", {}).get(k) != now["loop"][k]]
+
+
 class Trainer:
     """Trains `cfg.student` from `cfg.teacher` (or `teachers`, already loaded) into `out_dir`."""
 
@@ -325,6 +338,12 @@ class Trainer:
         for root in cfg.val.data:
             ds = BenchmarkSet(root, scale)
             self.val_sets.append(ds.head(cfg.val.max_images) if cfg.val.max_images else ds)
+        chooses = cfg.val.every and cfg.loop.steps > cfg.val.every  # several validations: best.pt is a choice
+        tests = [ds.name for ds in self.val_sets if ds.name.lower() in TEST_SETS]
+        if chooses and tests and self.rank == 0:
+            log.warning(f"val.data includes the test set(s) {', '.join(tests)} and best.pt is chosen on it: numbers "
+                        "on those sets from best.pt are biased by that choice (validate on held-out training "
+                        "images, or score last.pt)")
 
     def _gate_teachers(self, explicit: bool) -> None:
         """Score each teacher against bicubic on the validation sets (see distill/teachers.py). A weak teacher
@@ -577,11 +596,7 @@ class Trainer:
         ts = ck.get("train_state")
         if ts is None:
             raise ConfigError(f"{path} has no training state to resume from")
-        now = to_dict(self.cfg)
-        fixed = ("student", "teacher", "data", "optim", "schedule", "loss", "stages")
-        diff = [k for k in fixed if ck["config"].get(k) != now.get(k)]
-        if ck["config"].get("loop", {}).get("seed") != now["loop"]["seed"]:
-            diff.append("loop.seed")
+        diff = resume_diff(ck["config"], self.cfg)
         if diff:
             raise ConfigError(f"--resume: the config differs from {path}'s in {', '.join(diff)}")
         self.student.load_state_dict(ts["student"])

@@ -78,7 +78,7 @@ class DataConfig:
     1-based inclusive ranges of the sorted image list (DLSR: 1-3000 and 3000-3450 of DF2K).
     """
 
-    train: str = "builtin:train"  # folder of HR images (or HR/ inside it), or builtin:train
+    train: str | list[str] = "builtin:train"  # folder of HR images (or HR/ inside it), a list of them, or builtin:train
     val_fraction: float = 0.25  # fraction of the training images set aside for the arch (validation) split
     train_range: tuple[int, int] | None = None  # [first, last] images (1-based, inclusive) for the weights
     val_range: tuple[int, int] | None = None  # [first, last] images for the arch split

@@ -25,6 +25,12 @@ class CheckpointError(ValueError):
     """A weight/checkpoint file that does not fit the network it is loaded into."""
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_save(obj: Any, path: str | os.PathLike) -> None:
     """torch.save to a temp file in the same folder, fsync, then rename: a crash never leaves a torn file."""
     path = Path(path)
@@ -35,6 +41,7 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> None:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; a checkpoint gets the usual permissions
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -207,6 +207,15 @@ def to_dict(cfg: Any) -> dict:
     return plain(d)
 
 
+def read_back(cls: type, saved: dict) -> dict:
+    """A config saved by an earlier run (a plain dict) as this version writes it: read through `cls`, so a key
+    added since (with its default) does not make an old run look different. Unreadable: returned as it is."""
+    try:
+        return to_dict(from_dict(cls, saved))
+    except (ConfigError, TypeError, AttributeError):
+        return saved
+
+
 def resolve_preset(config: str | Path, preset_dir: Path) -> Path:
     """A path to a YAML file, or the name of a preset `preset_dir/<name>.yaml`."""
     p = Path(config)

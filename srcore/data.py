@@ -88,14 +88,23 @@ def find_layout(root: str | os.PathLike, scale: int) -> Layout:
     if (root / "HR").is_dir():
         lr = root / "LR_bicubic" / sx
         return Layout(root, root / "HR", lr if lr.is_dir() else None)
-    hr_dirs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.endswith("_HR"))
-    if hr_dirs:
-        hr = hr_dirs[0]
+    hr = _one_hr_folder(root)
+    if hr is not None:
         lr = root / (hr.name[: -len("_HR")] + "_LR_bicubic") / sx
         return Layout(root, hr, lr if lr.is_dir() else None)
     if _images_in(root):
         return Layout(root, root, None)
     raise DataError(f"{root}: found neither an HR/ folder, a *_HR folder nor images")
+
+
+def _one_hr_folder(root: Path) -> Path | None:
+    """The `*_HR` folder of a DIV2K-style root (e.g. DIV2K_train_HR); an error when there are several (a root
+    holding both the training and the validation split must not silently give the first one)."""
+    hr_dirs = sorted(p for p in root.iterdir() if p.is_dir() and p.name.endswith("_HR"))
+    if len(hr_dirs) > 1:
+        raise DataError(f"{root}: holds several HR folders ({', '.join(p.name for p in hr_dirs)}); give the one "
+                        f"you mean, e.g. {hr_dirs[0]}")
+    return hr_dirs[0] if hr_dirs else None
 
 
 def _lr_path(lr_dir: Path, hr_path: Path, scale: int) -> Path:
@@ -203,10 +212,12 @@ def _load_train_images(source: str | os.PathLike | list | tuple) -> list[tuple[s
     if s.startswith("builtin"):
         return builtin_images(s.split(":", 1)[1] if ":" in s else "train")
     folder = Path(expand(source))
-    if (folder / "HR").is_dir():
-        folder = folder / "HR"
     if not folder.is_dir():
         raise DataError(f"{describe(source)}: no such training folder")
+    if (folder / "HR").is_dir():  # BasicSR / EDSR benchmark layout
+        folder = folder / "HR"
+    elif not _images_in(folder):  # DIV2K layout: ROOT/DIV2K_train_HR
+        folder = _one_hr_folder(folder) or folder
     files = _images_in(folder)
     if not files:
         raise DataError(f"{folder}: no images")

@@ -12,7 +12,8 @@
 * `bicubic_protocol`: the published "Bicubic" rows (SRCNN, A+, VDSR, ...) were made on the Y channel:
   Y of the 8-bit HR rounded to 8 bits, MATLAB bicubic down and up in double precision, SR rounded to 8
   bits, scored on Y. On Set5/Set14/B100 this reproduces the published numbers within 0.01 dB; upsampling
-  the RGB LR files instead (what a network sees) scores up to 0.015 dB differently.
+  the RGB LR files instead (what a network sees) scores about 0.02 dB differently (Set5 x2: 33.678
+  against 33.661).
 """
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 The convention (EDSR/BasicSR/MATLAB evaluation scripts):
 * the SR output is clipped to [0, 1] and rounded to 8 bits before scoring (`to_uint8`);
-* the ground truth is `modcrop`ped to the SR size;
+* the ground truth must already have the SR size (the data loaders crop it: `srcore.data.check_pair`,
+  `modcrop`); a mismatch is an error;
 * `test_y_channel=True` scores the Y channel of ITU-R BT.601 YCbCr as MATLAB `rgb2ycbcr` on an image in
   [0, 1]: Y = 16 + (65.481 R + 128.553 G + 24.966 B), kept in float (MATLAB scripts that round Y to uint8
   score about 0.08 dB lower at x2: pass `round_y=True` to get those numbers);

@@ -49,7 +49,10 @@ class RuntimeState:
 def _glibc():
     if platform.system() != "Linux":
         return None
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:  # no loadable C library by that name (a non-glibc Linux): leave the allocator alone
+        return None
     if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
         return None  # musl and friends
     libc.gnu_get_libc_version.restype = ctypes.c_char_p

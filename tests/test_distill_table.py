@@ -66,3 +66,19 @@ def test_t291_preset_resolves_the_shared_folder():
     assert cfg.loop.steps == 1000 and cfg.teacher[0].name == "rlfn_s_x2" and cfg.optim.ema > 0
     assert all(p.startswith("${SRNAS_SHARED}/") for p in cfg.data.train)
     assert Path(expand(cfg.data.train[1])) == require_shared("data", "BSD200")
+
+
+def test_a_run_saved_before_a_key_was_added_still_resumes(table):
+    """A config saved by an older version lacks keys added since (with their defaults): it is the same run, and
+    resume_diff names only keys that change the trajectory (not the checkpoint cadence)."""
+    from distill.trainer import resume_diff
+    from srcore.config import to_dict
+
+    cfg = table.method_config("output", 20, 0, table.TEACHER)
+    old = to_dict(cfg)
+    del old["student"]["checkpoint"]  # a key added after the run was saved
+    old["loop"]["save_every"] = 0
+    assert resume_diff(old, cfg) == []
+    old["loop"]["steps"] = 10
+    old["optim"]["lr"] = 1.0
+    assert resume_diff(old, cfg) == ["optim", "loop.steps"]

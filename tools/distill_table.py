@@ -22,30 +22,35 @@ import datetime
 import json
 import logging
 import math
-import multiprocessing
 import os
 import platform
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import torch
 from common import CONFIGS, REPO, console, run_cli, setup_logging, setup_runtime
-from train import OUTPUTS as TRAIN_OUTPUTS
+from multirun import (
+    benchmark_sets,
+    bicubic_scores,
+    finished_row,
+    fmt_ms,
+    mean_psnr,
+    noise_level,
+    pool,
+    score,
+    train_or_resume,
+    write_row,
+)
 
 import search_spaces  # noqa: F401  (registers genotype specs)
 from distill.config import TrainConfig
 from distill.teachers import load_named
-from distill.trainer import Callback, Trainer
-from srcore.checkpoint import read_checkpoint
 from srcore.config import load_config, to_dict
 from srcore.cost import count_params
-from srcore.data import BenchmarkSet
-from srcore.evaluation import evaluate_bicubic, evaluate_model
 from srcore.modelspec import load_checkpoint_model
 from srcore.paths import SHARED_VAR
-from srcore.rundir import check_output_file, claim_run_dir
+from srcore.rundir import check_output_file
 
 METHODS = ("none", "output", "fitnet", "facd", "lsfd", "dukd", "dipnet")
 LABELS = {"none": "no KD", "output": "output KD", "fitnet": "FitNet", "facd": "FACD", "lsfd": "LSFD",
@@ -118,26 +123,8 @@ def method_config(method: str, steps: int, seed: int, teacher: str = TEACHER) ->
     return dataclasses.replace(
         base, stages=stages, teacher=anchors,
         schedule=dataclasses.replace(base.schedule, warmup_steps=min(base.schedule.warmup_steps, steps // 10)),
-        loop=dataclasses.replace(base.loop, steps=steps, seed=seed, log_every=max(1, min(base.loop.log_every, steps))))
-
-
-def score(model, sets: list[BenchmarkSet], device) -> dict:
-    out = {}
-    for ds in sets:
-        r = evaluate_model(model, ds, device=device)
-        out[ds.name] = {"psnr_y": r.psnr_y, "ssim_y": r.ssim_y}
-    return out
-
-
-class LogLines(Callback):
-    """One log line per log interval (no progress bar: several runs may share the terminal)."""
-
-    def __init__(self, label: str):
-        self.label, self.log = label, logging.getLogger("srnas")
-
-    def on_log(self, trainer, step, record):
-        self.log.info(f"[{self.label}] step {step}/{trainer.cfg.loop.steps}  loss {record['loss/total']:.4g}  "
-                      f"({record['s_per_step']:.3f} s/step)")
+        loop=dataclasses.replace(base.loop, steps=steps, seed=seed, log_every=max(1, min(base.loop.log_every, steps)),
+                                 save_every=100))
 
 
 def run_one(method: str, seed: int, steps: int, teacher: str, out: Path, device: str, threads: int,
@@ -148,31 +135,17 @@ def run_one(method: str, seed: int, steps: int, teacher: str, out: Path, device:
     log = logging.getLogger("srnas")
     cfg = method_config(method, steps, seed, teacher)
     run_dir = out / method / f"seed{seed}"
-    done = run_dir / "result.json"
-    if done.exists():
-        row = json.loads(done.read_text())
-        if row.get("config") == to_dict(cfg):
-            log.info(f"{LABELS[method]} seed {seed}: finished before, reused ({done})")
-            return row
-    last = run_dir / "last.pt"
-    # one writer per run folder; a run with another config (e.g. another --steps) is replaced only with --overwrite
     label = f"{LABELS[method]} seed {seed}"
-    with claim_run_dir(run_dir, outputs=TRAIN_OUTPUTS + ("result.json",), resume=True, tool="training"):
-        prev = read_checkpoint(last) if last.exists() else None
-        same = prev is not None and prev["config"] == to_dict(cfg)
-        if prev is not None and not same:
-            if not overwrite:
-                raise ValueError(f"{run_dir} holds a {method} run with another config (e.g. another --steps); "
-                                 "pass --overwrite to replace it, or choose another --out")
-            for name in TRAIN_OUTPUTS:
-                (run_dir / name).unlink(missing_ok=True)
-        if not (same and prev["step"] == steps):  # reuse a finished run, resume an interrupted one
-            Trainer(cfg, run_dir, device, [LogLines(label)]).fit(resume=same)
-    ck = read_checkpoint(last)
+    row = finished_row(run_dir, cfg)
+    if row is not None:
+        log.info(f"{label}: finished before, reused ({run_dir / 'result.json'})")
+        return row
+    # one writer per run folder; a run with another config (e.g. another --steps) is replaced only with --overwrite
+    ck = train_or_resume(cfg, run_dir, label, device, overwrite=overwrite)
     train_s = float(ck["train_state"]["train_s"])
-    model, _ = load_checkpoint_model(last, device)
+    model, _ = load_checkpoint_model(run_dir / "last.pt", device)
     t0 = time.perf_counter()
-    sets = [BenchmarkSet(f"${{{SHARED_VAR}}}/data/{s}", 2) for s in SETS]
+    sets = benchmark_sets(SETS, 2)
     row = {"method": method, "seed": seed, "steps": int(ck["step"]), "train_s": train_s,
            "s_per_step": train_s / max(1, int(ck["step"])), "terms": [f"{t.kind}:{t.weight:g}" for t in cfg.loss],
            "params": count_params(model), "sets": score(model, sets, device), "config": to_dict(cfg)}
@@ -180,34 +153,18 @@ def run_one(method: str, seed: int, steps: int, teacher: str, out: Path, device:
     row["run_s"] = time.perf_counter() - t_run  # data loading, training and evaluation (if trained now)
     log.info(f"{label}: mean PSNR-Y {mean_psnr(row):.3f} dB, {train_s:.0f} s of training "
              f"({row['s_per_step']:.3f} s/step)")
-    done.write_text(json.dumps(row, indent=2) + "\n")
+    write_row(run_dir, row)
     return row
 
 
-def _worker_init(shared: str) -> None:
-    os.environ[SHARED_VAR] = shared
-    setup_logging()
-
-
 def references(teacher: str, device) -> dict:
-    sets = [BenchmarkSet(f"${{{SHARED_VAR}}}/data/{s}", 2) for s in SETS]
+    sets = benchmark_sets(SETS, 2)
     refs = {f"teacher {teacher}": score(load_named(teacher, 2, device), sets, device)}
-    refs["bicubic"] = {ds.name: {"psnr_y": (r := evaluate_bicubic(ds)).psnr_y, "ssim_y": r.ssim_y} for ds in sets}
+    refs["bicubic"] = bicubic_scores(sets)
     return refs
 
 
-# --- statistics ----------------------------------------------------------------------------------------------
-
-
-def mean_psnr(row: dict) -> float:
-    return statistics.fmean(v["psnr_y"] for v in row["sets"].values())
-
-
-def noise_level(by: dict[str, list[dict]]) -> float | None:
-    """The seed-to-seed standard deviation of one run's mean PSNR, pooled over methods (None with one seed)."""
-    var = [(len(rs) - 1, statistics.variance([mean_psnr(r) for r in rs])) for rs in by.values() if len(rs) > 1]
-    dof = sum(d for d, _ in var)
-    return math.sqrt(sum(d * v for d, v in var) / dof) if dof else None
+# --- statistics (mean_psnr, noise_level: tools/multirun.py) ------------------------------------------------
 
 
 def gains(by: dict[str, list[dict]]) -> dict[str, list[float]]:
@@ -224,11 +181,6 @@ def estimate_hours(s_per_step: dict[str, float], overhead_s: float, steps: int, 
 
 
 # --- the markdown --------------------------------------------------------------------------------------------
-
-
-def _ms(xs: list[float], nd: int) -> str:
-    m = statistics.fmean(xs)
-    return f"{m:.{nd}f}" + (f" ± {statistics.stdev(xs):.{nd}f}" if len(xs) > 1 else "")
 
 
 def render(results: dict) -> str:
@@ -265,15 +217,15 @@ def render(results: dict) -> str:
     verdicts = {}
     for m in methods:
         rs = by[m]
-        cells = [f"{_ms([r['sets'][s]['psnr_y'] for r in rs], 2)} / {_ms([r['sets'][s]['ssim_y'] for r in rs], 4)}"
-                 for s in SETS if s in rs[0]["sets"]]
+        cells = [f"{fmt_ms([r['sets'][s]['psnr_y'] for r in rs], 2)} / "
+                 f"{fmt_ms([r['sets'][s]['ssim_y'] for r in rs], 4)}" for s in SETS if s in rs[0]["sets"]]
         sps = statistics.fmean(r["s_per_step"] for r in rs)
         cost = f"{sps / base_s:.2f}x" if base_s else "—"
         if m == "none" or not d[m]:
             delta = per_h = verdict = "—"
         else:
             g = statistics.fmean(d[m])
-            delta = _ms(d[m], 3)
+            delta = fmt_ms(d[m], 3)
             per_h = f"{g / (statistics.fmean(r['train_s'] for r in rs) / 3600):+.2f}"
             if threshold is None:
                 verdict = "noise not measured (one seed)"
@@ -321,6 +273,7 @@ def main(argv=None) -> int:
     check_output_file(json_path, "--json")
     command = (f"python tools/distill_table.py --steps {args.steps} --seeds {' '.join(map(str, args.seeds))} "
                f"--jobs {args.jobs} --threads {args.threads}"
+               + (f" --methods {' '.join(args.methods)}" if list(args.methods) != list(METHODS) else "")
                + (f" --teacher {args.teacher}" if args.teacher != TEACHER else ""))
     results = {"meta": {"steps": args.steps, "seeds": args.seeds, "teacher": args.teacher,
                         "date": datetime.date.today().isoformat(), "torch": torch.__version__,
@@ -332,14 +285,9 @@ def main(argv=None) -> int:
     # the most expensive runs first, so parallel jobs finish together
     todo = sorted(((m, seed) for seed in args.seeds for m in args.methods), key=lambda r: -COST_HINT[r[0]])
     job = (args.steps, args.teacher, args.out, args.device, args.threads, args.overwrite)
-    if args.jobs > 1:
-        ctx = multiprocessing.get_context("spawn")
-        shared = os.environ.get(SHARED_VAR, "")
-        with ProcessPoolExecutor(args.jobs, mp_context=ctx, initializer=_worker_init, initargs=(shared,)) as pool:
-            futures = [pool.submit(run_one, m, seed, *job) for m, seed in todo]
-            rows = [f.result() for f in futures]
-    else:
-        rows = [run_one(m, seed, *job) for m, seed in todo]
+    with pool(args.jobs) as workers:
+        futures = [workers.submit(run_one, m, seed, *job) for m, seed in todo]
+        rows = [f.result() for f in futures]
     results["runs"] = [{k: v for k, v in r.items() if k != "config"} for r in rows]
     results["references"] = references(args.teacher, args.device)
     by = {m: [r for r in rows if r["method"] == m] for m in args.methods}

@@ -5,7 +5,7 @@ A complete preset writes out every key of every section of its config (defaults 
 comment: the preset's own where it has one, else the one on the field in the config's dataclass
 (srcore/configdoc.py); --write fills in what is missing and keeps the header, the comments and the values.
 Folders and their configs: configs/search (nas.config.SearchConfig), configs/train (distill.config.TrainConfig),
-configs/pipeline (tools/pipeline.py's PipelineConfig).
+configs/pipeline (tools/pipeline.py's PipelineConfig), configs/study (tools/study.py's StudyConfig).
 
 Examples:
   python tools/presets.py               # list the presets to fix (exit status 1 if any)
@@ -30,8 +30,9 @@ def config_classes() -> dict[str, type]:
 
     sys.path.insert(0, str(CONFIGS.parent / "tools"))
     from pipeline import PipelineConfig
+    from study import StudyConfig
 
-    return {"search": SearchConfig, "train": TrainConfig, "pipeline": PipelineConfig}
+    return {"search": SearchConfig, "train": TrainConfig, "pipeline": PipelineConfig, "study": StudyConfig}
 
 
 def incomplete_presets() -> dict[str, list[str]]:
