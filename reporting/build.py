@@ -371,6 +371,8 @@ def build_report(out: str | os.PathLike, *, max_crops: int = 8, lr_size: int = 2
               "from the run folder and the checkpoints; stage commands were not recorded.")
     doc.h("Run")
     doc.p(f"Teacher: {summary.teacher_note or 'not recorded'}.")
+    for note in summary.notes:
+        doc.p(note)
     doc.table(["stage", "status", "wall time", "CPU time", "output"],
               [[s.name, s.status, _fmt(s.seconds, ".1f") + (" s" if s.seconds is not None else ""),
                 _fmt(s.cpu_seconds, ".1f") + (" s" if s.cpu_seconds is not None else ""),

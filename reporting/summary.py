@@ -12,6 +12,7 @@ student checkpoint's config; commands are then "not recorded".
       "scale": 2,
       "val": ["builtin", "../shared/data/Set5"],       # tools/evaluate.py --data entries
       "teacher_note": "rlfn_s_x2 from ../shared/teachers: the registry teacher for x2",
+      "notes": ["Scored weights: ..."],                 # optional: paragraphs the report prints under Run
       "stages": [                                       # in run order; only "name" is required
         {"name": "search", "dir": "search", "status": "done", "seconds": 95.2, "cpu_seconds": 170.4,
          "command": "python tools/search.py --config quickstart --out runs/q/search",
@@ -94,6 +95,7 @@ class RunSummary:
     scale: int | None = None
     val: list[str] = field(default_factory=list)
     teacher_note: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the reader must know (e.g. which weights are scored)
     stages: list[StageRecord] = field(default_factory=list)
     models: list[ModelRecord] = field(default_factory=list)
     format: str = FORMAT
@@ -148,9 +150,12 @@ def _first(*paths: Path) -> Path | None:
 def infer_summary(out: Path, legacy: dict) -> RunSummary:
     """The summary of a run folder without a summary.json in this format (see the module docstring): the
     pipeline's layout (search/, derive/, distill/, compress/, evaluate/*.json) or the older one (train/,
-    eval.json)."""
+    eval.json). The pipeline's distilled student is distill/last.pt (tools/pipeline.py STUDENT), the older
+    layout's train/best.pt."""
     train_dir = "distill" if (out / "distill").is_dir() else "train"
-    search_ckpt, best = out / "search" / "checkpoint.pt", out / train_dir / "best.pt"
+    search_ckpt = out / "search" / "checkpoint.pt"
+    best = _first(out / "distill" / "last.pt") if train_dir == "distill" else None
+    best = best or out / train_dir / "best.pt"
     compressed = _first(out / "compress" / "deploy.pt", out / "compress" / "model.onnx")
     search_cfg, train_cfg = _config_of(search_ckpt), _config_of(best)
     scale = None

@@ -13,12 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SHARED, SMOKE_PIPELINE, import_tool
+from conftest import REPO, SHARED, SMOKE_PIPELINE, import_tool, require_shared
 
 from reporting.summary import load_summary
 from search_spaces.genotype import load_genotype
 from srcore.checkpoint import read_checkpoint
 from srcore.config import ConfigError
+from srcore.data import DataError
+from srcore.paths import expand
 
 FAST = SMOKE_PIPELINE[2:]  # one thread, one crop per set
 # every figure the report draws for a smoke run (one validation set: builtin-val, crops of its first image)
@@ -55,7 +57,7 @@ def check_complete(out: Path, scale: int) -> dict:
     assert html.count("data:image/png;base64,") >= len(FIGURES) and "src=\"report/" not in html
     g = load_genotype(out / "derive" / "genotype.yaml")
     assert g.scale == scale
-    spec = read_checkpoint(out / "distill" / "best.pt")["spec"]
+    spec = read_checkpoint(out / "distill" / "last.pt")["spec"]
     assert spec["genotype"]["inputs"] == [list(p) for p in g.inputs] and spec["genotype"]["scale"] == scale
     assert read_checkpoint(out / "compress" / "deploy.pt")["spec"]["widths"]
     assert (out / "compress" / "model.onnx").is_file()
@@ -66,6 +68,11 @@ def check_complete(out: Path, scale: int) -> dict:
         scores[stem] = res["psnr_y"]
     md = (out / "report.md").read_text()
     assert f"{scores['compressed']:.3f}" in md and f"{scores['bicubic']:.3f}" in md
+    # the photographs that choose best.pt are the ones reported on: the final weights are scored, and said so
+    assert "Scored weights: the distilled student is its final weights (distill/last.pt" in md
+    assert [m.checkpoint for m in summary.models if m.kind == "student"] == ["distill/last.pt", "compress/deploy.pt"]
+    assert f"--checkpoint {out / 'distill' / 'last.pt'} " in summary.stage("compress").command
+    assert f"--checkpoint {out / 'distill' / 'last.pt'} " in summary.models[2].eval_command
     return json.loads((out / "pipeline.json").read_text())
 
 
@@ -79,10 +86,18 @@ def test_smoke_pipeline_x2_writes_every_stage_and_the_report(smoke_x2):
         assert state["teacher"]["kind"] == "train" and "not on disk" in note
 
 
-def test_a_second_run_skips_finished_stages(pipeline, smoke_x2, caplog):
-    before = {p: p.stat().st_mtime_ns for p in (smoke_x2 / "distill" / "best.pt", smoke_x2 / "compress" / "deploy.pt")}
+def test_a_second_run_skips_finished_stages(pipeline, smoke_x2, tmp_path, caplog):
+    out = tmp_path / "run"
+    shutil.copytree(smoke_x2, out)
+    # a run saved by an older version, before keys were added (at their defaults): still the same run
+    state = json.loads((out / "pipeline.json").read_text())
+    for stage, key in (("search", "derive"), ("compress", "int8"), ("evaluate", "tile")):
+        del state["identity"][stage][key]
+    del state["identity"]["distill"]["config"]["student"]["checkpoint"]
+    (out / "pipeline.json").write_text(json.dumps(state))
+    before = {p: p.stat().st_mtime_ns for p in (out / "distill" / "last.pt", out / "compress" / "deploy.pt")}
     with caplog.at_level("INFO"):
-        assert pipeline.main(["--config", "smoke", "--out", str(smoke_x2), *FAST]) == 0
+        assert pipeline.main(["--config", "smoke", "--out", str(out), *FAST]) == 0
     assert caplog.text.count("done earlier") == 6
     assert before == {p: p.stat().st_mtime_ns for p in before}
 
@@ -98,14 +113,14 @@ def test_a_changed_config_is_refused_naming_the_stage_and_key(pipeline, smoke_x2
 def test_from_and_until_rerun_part_of_the_run(pipeline, smoke_x2, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(smoke_x2, out)
-    kept = (out / "distill" / "best.pt").stat().st_mtime_ns
+    kept = (out / "distill" / "last.pt").stat().st_mtime_ns
     old_deploy = (out / "compress" / "deploy.pt").stat().st_mtime_ns
     args = ["--config", "smoke", "--out", str(out), *FAST, "--set", "compress.prune_macs=0.6x"]
     assert pipeline.main([*args, "--from", "compress", "--until", "evaluate"]) == 0
     summary = load_summary(out)
     assert [s.status for s in summary.stages][-1] == "not run"  # the report: after --until
     assert not (out / "report").exists()
-    assert (out / "distill" / "best.pt").stat().st_mtime_ns == kept
+    assert (out / "distill" / "last.pt").stat().st_mtime_ns == kept
     assert (out / "compress" / "deploy.pt").stat().st_mtime_ns != old_deploy
     assert json.loads((out / "compress" / "options.json").read_text())["target"]["value"] == 0.6
     assert pipeline.main(args) == 0  # the same command without --from/--until: only the report is left to do
@@ -164,3 +179,34 @@ def test_killed_x4_pipeline_runs_again_to_a_complete_report(tmp_path):
     state = check_complete(out, 4)
     assert state["teacher"]["kind"] == "train" and "not on disk" in state["teacher"]["note"]
     assert read_checkpoint(out / "compress" / "deploy.pt")["spec"]["genotype"]["scale"] == 4
+
+
+def test_scale_data_and_val_reach_the_stage_configs(pipeline, tmp_path):
+    """--scale, --data and --val set the search's and the distillation's data and scale; a missing training
+    folder is a one-line error naming it, before any work."""
+    hr = tmp_path / "photos" / "HR"
+    hr.mkdir(parents=True)
+    bench = tmp_path / "bench"
+    (bench / "HR").mkdir(parents=True)
+    args = pipeline.parse_args(["--config", "quickstart", "--out", str(tmp_path / "o"), "--scale", "3",
+                                "--data", str(hr.parent), "--val", str(bench)])
+    plan = pipeline.make_plan(pipeline.load_pipeline_config(args), tmp_path / "o")
+    assert plan.search_cfg.space.scale == 3 and plan.distill_cfg.student.scale == 3
+    assert plan.search_cfg.data.train == str(hr.parent) == plan.distill_cfg.data.train
+    assert plan.distill_cfg.val.data == [str(bench)]
+    assert plan.distill_cfg.student.genotype == str(tmp_path / "o" / "derive" / "genotype.yaml")
+    with pytest.raises(DataError, match=f"{tmp_path / 'nowhere'}: no such dataset folder"):
+        pipeline.main(["--config", "smoke", "--out", str(tmp_path / "o2"), "--data", str(tmp_path / "nowhere")])
+    assert not (tmp_path / "o2").exists()
+
+
+def test_the_quickstart_scores_the_shared_benchmarks_that_exist(pipeline, tmp_path):
+    require_shared("data", "Set5")
+    args = pipeline.parse_args(["--config", "quickstart", "--out", str(tmp_path)])
+    cfg = pipeline.load_pipeline_config(args)
+    have, missing = pipeline.present_benchmarks(cfg)
+    assert [Path(expand(h)).name for h in have] == ["Set5", "Set14", "B100"] and missing == []
+    cfg = pipeline.load_pipeline_config(pipeline.parse_args(
+        ["--config", "quickstart", "--out", str(tmp_path), "--set", f"data.benchmarks=[{SHARED}/data/Set5, "
+                                                                      f"{tmp_path}/Set99]"]))
+    assert pipeline.present_benchmarks(cfg) == ([f"{SHARED}/data/Set5"], [f"{tmp_path}/Set99"])

@@ -7,7 +7,7 @@ writes under OUT/<stage>/:
 
   search/    tools/search.py: the supernet search (checkpoint, alpha_history.jsonl, metrics.jsonl, genotype.yaml)
   derive/    tools/derive.py: genotype.yaml read off the search, and its collapse report
-  distill/   tools/train.py: the derived genotype distilled from the teacher (best.pt, last.pt, metrics.jsonl)
+  distill/   tools/train.py: the derived genotype distilled from the teacher (last.pt, best.pt, metrics.jsonl)
   compress/  tools/compress.py: re-parameterized, pruned and fine-tuned (round_K/, deploy.pt, model.onnx, report.json)
   evaluate/  tools/evaluate.py --json, one file per model: bicubic, the teacher, the distilled and compressed students
   report/    the figures of OUT/report.md and the self-contained OUT/report.html (reporting.build_report)
@@ -68,7 +68,7 @@ from nas.config import SearchConfig
 from reporting.build import build_report
 from reporting.summary import ModelRecord, RunSummary, StageRecord
 from search_spaces.plot import plot_genotype
-from srcore.config import ConfigError, check_min, load_config, to_dict
+from srcore.config import ConfigError, check_min, load_config, read_back, to_dict
 from srcore.data import SCALES, check_scale, find_layout
 from srcore.paths import describe, expand
 from srcore.rundir import claim_run_dir
@@ -87,6 +87,9 @@ def _load_tool(name: str):
 compress_tool = _load_tool("compress")
 
 STAGES = ("search", "derive", "distill", "compress", "evaluate", "report")
+# The distilled student the pipeline compresses and scores: the final weights (EMA), not best.pt, which the
+# trainer picks on the validation sets the pipeline reports on (see scored_weights_note)
+STUDENT = "last.pt"
 STATE, SUMMARY, CONFIG = "pipeline.json", "summary.json", "config.yaml"
 OUTPUTS = (STATE, CONFIG, SUMMARY, "report.md", "report.html", *STAGES)  # what the pipeline writes into --out
 STATE_FORMAT = "srnas-pipeline"
@@ -365,6 +368,17 @@ def choose_teacher(plan: Plan, allow_download: bool, cache_dir: Path) -> Teacher
                    note=f"{why}; an {pt.arch} {cached} ({pt.steps} steps on {plan.cfg.data.train}, cached as {path})")
 
 
+def scored_weights_note(cfg: PipelineConfig) -> str:
+    """Which weights the results are for, and why (the report prints it under Run)."""
+    val = ", ".join(describe(v) for v in cfg.data.val)
+    return (f"Scored weights: the distilled student is its final weights (distill/{STUDENT}, the EMA of the last "
+            f"step), not distill/best.pt. The trainer keeps as best.pt the weights of the validation with the "
+            f"highest mean PSNR-Y on {val}, the very images this report scores them on, so their score there "
+            "would be biased upward by that choice. The compressed student is pruned from the final weights and "
+            "fine-tuned without validation (its last weights). The validation images choose nothing else but the "
+            "KD gate, a yes/no on the teacher's own score against bicubic.")
+
+
 def gate_note(distill_dir: Path) -> str:
     """The KD gate's verdict from the first record of the distillation's metrics.jsonl ('' when absent)."""
     path = distill_dir / "metrics.jsonl"
@@ -417,6 +431,25 @@ def first_difference(old: Any, new: Any, where: str = "") -> tuple[str, Any, Any
     return None if old == new else (where or "(the whole config)", old, new)
 
 
+def comparable(name: str, saved: Any) -> Any:
+    """A stage's identity saved by an earlier version, read back through its dataclasses (srcore.config.read_back):
+    a key added since, at its default, does not make a finished stage look changed."""
+    if not isinstance(saved, dict):
+        return saved
+    if name == "search":
+        d = read_back(SearchConfig, {**saved, "run": {}})
+        d.pop("run", None)
+        return d
+    if name == "distill":
+        return {**saved, "config": read_back(TrainConfig, saved.get("config") or {}),
+                "teacher": read_back(TeacherSection, saved.get("teacher") or {})}
+    if name == "evaluate":
+        keep = {k: saved[k] for k in ("val", "benchmarks") if k in saved}
+        return {**read_back(EvaluateSection, {k: v for k, v in saved.items() if k not in keep}), **keep}
+    cls = {"derive": DeriveSection, "compress": CompressSection, "report": ReportSection}.get(name)
+    return read_back(cls, saved) if cls else saved
+
+
 def check_resume(old: dict, identity: dict, keep: int, out: Path) -> None:
     """Refuse a run whose config changes a stage that was started and is kept (the first `keep` stages: every
     stage, or those before --from)."""
@@ -424,7 +457,7 @@ def check_resume(old: dict, identity: dict, keep: int, out: Path) -> None:
         rec = old["stages"].get(name, {})
         if rec.get("status", "pending") == "pending":
             continue
-        d = first_difference(old["identity"].get(name), identity[name])
+        d = first_difference(comparable(name, old["identity"].get(name)), identity[name])
         if d:
             key, a, b = d
             raise ConfigError(f"{out} holds a pipeline run whose {name} stage used another config ({key}: {a!r} "
@@ -579,7 +612,7 @@ class Pipeline:
             argv += ["--teacher", t.name, "--teacher-weights", t.weights]
         if self.args.allow_download:
             argv.append("--allow-download")
-        rec = {"command": self.command("train", argv), "checkpoint": self.rel(d / "best.pt"),
+        rec = {"command": self.command("train", argv), "checkpoint": self.rel(d / STUDENT),
                "config": to_dict(self.plan.distill_cfg)}
         self.stage("distill").update(rec)
         self.call("train", train_tool.main, argv + self.continue_flags(d, "last.pt", resume))
@@ -588,7 +621,7 @@ class Pipeline:
         try:
             from srcore.checkpoint import read_checkpoint
 
-            rec["config"] = dict(read_checkpoint(d / "best.pt").get("config") or rec["config"])
+            rec["config"] = dict(read_checkpoint(d / STUDENT).get("config") or rec["config"])
         except (OSError, ValueError):
             pass
         return rec
@@ -611,7 +644,7 @@ class Pipeline:
 
     def run_compress(self, resume: bool) -> dict:
         c, d = self.cfg.compress, self.out / "compress"
-        argv = ["--checkpoint", str(self.out / "distill" / "best.pt"), "--out", str(d)]
+        argv = ["--checkpoint", str(self.out / "distill" / STUDENT), "--out", str(d)]
         argv += ["--reparam"] if c.reparam else []
         if c.prune_macs is not None:
             argv += ["--prune-macs", c.prune_macs]
@@ -652,7 +685,7 @@ class Pipeline:
             rows.append((t.label, "teacher", "teacher", args))
         if self.done("distill"):
             rows.append(("student (distilled)", "student", "distilled",
-                         ["--checkpoint", str(self.out / "distill" / "best.pt")]))
+                         ["--checkpoint", str(self.out / "distill" / STUDENT)]))
         if self.done("compress"):
             rows.append(("student (compressed)", "student", "compressed",
                          ["--checkpoint", str(self.out / "compress" / "deploy.pt")]))
@@ -738,6 +771,7 @@ class Pipeline:
             models.append(ModelRecord(**rec))
         teacher_note = self.state.get("teacher", {}).get("note") if self.state.get("teacher") else None
         summary = RunSummary(scale=self.cfg.scale, val=self.eval_sets_quiet(), teacher_note=teacher_note,
+                             notes=[scored_weights_note(self.cfg)],
                              stages=stages, models=models)
         _atomic_write(self.out / SUMMARY, json.dumps(summary.to_dict(), indent=2) + "\n")
 
