@@ -25,6 +25,7 @@ from typing import Any
 import yaml
 
 from .config import to_dict
+from .yamlio import safe_load
 
 _FIELD = re.compile(r"^\s+(\w+)\s*:[^#\n]*#\s*(.+?)\s*$")
 _DECL = re.compile(r"^\s{4}(\w+)\s*:")
@@ -185,7 +186,7 @@ def _with_comment(lines: list[str], path: tuple, indent: int, above: dict, inlin
 
 def complete_yaml(cls: type, text: str) -> str:
     """`text` (a YAML config of `cls`) with every key written out (see the module docstring)."""
-    data = yaml.safe_load(text) or {}
+    data = safe_load(text, "config") or {}
     header, above, inline = _file_comments(text)
     hints = typing.get_type_hints(cls)
     top_comments = field_comments(cls)

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import pytest
-import yaml
 from conftest import REPO, import_tool
 
 from srcore.config import from_dict, load_config, to_dict
 from srcore.configdoc import complete_yaml, missing_keys, uncommented_keys
+from srcore.yamlio import safe_load
 
 presets = import_tool("presets")
 PRESETS = sorted((REPO / "configs").glob("*/*.yaml"))
@@ -47,11 +47,11 @@ def test_complete_yaml_writes_every_key_keeps_comments_and_meaning():
     text = "# header line\n\ninner:\n  # why 0.5\n  lr: 0.5\nname: y  # mine\n"
     out = complete_yaml(Outer, text)
     assert out.startswith("# header line\n")
-    assert missing_keys(Outer, yaml.safe_load(text)) == ["inner.steps", "extra", "tags"]
-    assert missing_keys(Outer, yaml.safe_load(out)) == [] and uncommented_keys(out) == []
+    assert missing_keys(Outer, safe_load(text)) == ["inner.steps", "extra", "tags"]
+    assert missing_keys(Outer, safe_load(out)) == [] and uncommented_keys(out) == []
     assert "  # why 0.5\n  lr: 0.5\n" in out and "name: y  # mine" in out and "steps: 10  # how many" in out
     assert "extra: null  # optional section" in out
-    assert from_dict(Outer, yaml.safe_load(out)) == from_dict(Outer, yaml.safe_load(text))
+    assert from_dict(Outer, safe_load(out)) == from_dict(Outer, safe_load(text))
     assert complete_yaml(Outer, out) == out  # idempotent
     with pytest.raises(ValueError, match="inner.bogus: unknown key"):
         complete_yaml(Outer, "inner: {bogus: 1}\n")

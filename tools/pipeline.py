@@ -27,6 +27,10 @@ when its weight file is on disk (srcore/weights.py lookup), else one trained her
 pretrain_teacher) and cached; the KD gate of tools/train.py keeps a teacher that does not beat bicubic out of
 distillation. The run says which teacher it used and why (log, summary.json teacher_note, report).
 
+Scored weights: the distilled student is distill/last.pt (its final, EMA weights), not best.pt, which the
+trainer picks on the very validation images the report scores it on; the compressed student is pruned from
+it and fine-tuned without validation. The report says so (summary.json notes).
+
 Examples:
   python tools/pipeline.py --config quickstart --out runs/quickstart      # the main job (README)
   python tools/pipeline.py --config smoke --out runs/smoke --threads 1    # seconds
@@ -73,6 +77,7 @@ from srcore.data import SCALES, check_scale, find_layout
 from srcore.paths import describe, expand
 from srcore.rundir import claim_run_dir
 from srcore.weights import WEIGHTS, WeightsError, get_entry, resolve
+from srcore.yamlio import safe_load
 
 
 def _load_tool(name: str):
@@ -261,9 +266,9 @@ def _value(v: Any) -> str:
     """A --set value that YAML reads back as `v`: plain text when it does, JSON (a YAML subset) otherwise."""
     if isinstance(v, str):
         try:
-            if yaml.safe_load(v) == v:
+            if safe_load(v, "value") == v:
                 return v
-        except yaml.YAMLError:
+        except ValueError:  # srcore.yamlio.YAMLLoadError
             pass
     return json.dumps(v)
 

@@ -17,10 +17,10 @@ import argparse
 import dataclasses
 import sys
 
-import yaml
 from common import CONFIGS, run_cli, setup_logging
 
 from srcore.configdoc import complete_yaml, missing_keys, uncommented_keys
+from srcore.yamlio import safe_load
 
 
 def config_classes() -> dict[str, type]:
@@ -42,7 +42,7 @@ def incomplete_presets() -> dict[str, list[str]]:
     for folder, cls in config_classes().items():
         for path in sorted((CONFIGS / folder).glob("*.yaml")):
             text = path.read_text()
-            data = yaml.safe_load(text) or {}
+            data = safe_load(text, str(path)) or {}
             kind = cls if dataclasses.is_dataclass(cls) else cls(data, str(path))  # a family picks its dataclass
             problems = [f"{k} (not written out)" for k in missing_keys(kind, data)]
             problems += [f"{k} (no comment)" for k in uncommented_keys(text)]
@@ -63,7 +63,7 @@ def main(argv=None) -> int:
             file = CONFIGS.parent / path
             cls = classes[file.parent.name]
             if not dataclasses.is_dataclass(cls):
-                cls = cls(yaml.safe_load(file.read_text()) or {}, str(file))
+                cls = cls(safe_load(file.read_text(), str(file)) or {}, str(file))
             file.write_text(complete_yaml(cls, file.read_text()))
             log.info(f"{path}: rewritten ({len(problems)} keys written out or commented)")
         else:
