@@ -15,23 +15,19 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import sys
 
 from common import CONFIGS, run_cli, setup_logging
+from pipeline import PipelineConfig
+from study import StudyConfig
 
+from distill.config import TrainConfig
+from nas.config import SearchConfig
 from srcore.configdoc import complete_yaml, missing_keys, uncommented_keys
 from srcore.yamlio import safe_load
 
 
 def config_classes() -> dict[str, type]:
     """configs/<folder> -> the dataclass its presets load into."""
-    from distill.config import TrainConfig
-    from nas.config import SearchConfig
-
-    sys.path.insert(0, str(CONFIGS.parent / "tools"))
-    from pipeline import PipelineConfig
-    from study import StudyConfig
-
     return {"search": SearchConfig, "train": TrainConfig, "pipeline": PipelineConfig, "study": StudyConfig}
 
 
