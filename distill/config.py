@@ -33,7 +33,7 @@ from .losses import KINDS, needs_teacher
 class StudentConfig:
     genotype: str | None = None  # genotype YAML file or named genotype (search_spaces/genotypes/)
     arch: str | None = None  # or any registered zoo architecture
-    scale: int = 2
+    scale: int = 2  # upscaling factor: 2, 3 or 4
     channels: int | None = None  # genotype only: override the width C
     num_cells: int | None = None  # genotype only: keep the first N cells (and their input links)
     rgb_range: float = 1.0  # genotype only: a student trained from scratch works on [0, 1]
@@ -69,7 +69,7 @@ class DataConfig:
     batch_size: int = 16  # global batch (split evenly over DDP processes)
     repeat: int = 1  # patches per image per epoch
     augment: bool = True  # dihedral flips/rotations (srcore.data.PatchDataset)
-    num_workers: int = 0
+    num_workers: int = 0  # DataLoader worker processes (0: load in the training process)
     fixed_patches: bool = False  # same patches every epoch (epoch 0's); lets the teacher cache hit
     cache_teacher: bool = False  # cache teacher SR outputs per patch (needs fixed_patches)
     cache: Literal["ram", "disk"] = "ram"  # decoded images in RAM, or memory-mapped from cache_dir (srcore.decoded)
@@ -81,10 +81,10 @@ class DataConfig:
 
 @dataclass
 class OptimConfig:
-    name: Literal["adam", "adamw"] = "adam"
-    lr: float = 5e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
+    name: Literal["adam", "adamw"] = "adam"  # optimizer
+    lr: float = 5e-4  # peak learning rate
+    betas: tuple[float, float] = (0.9, 0.999)  # Adam betas
+    weight_decay: float = 0.0  # decoupled (adamw) or L2 (adam) weight decay
     grad_clip: float = 0.0  # max global grad norm; 0 = off
     ema: float = 0.0  # EMA decay of the student weights (e.g. 0.999); 0 = off
 
@@ -100,11 +100,11 @@ class OptimConfig:
 
 @dataclass
 class ScheduleConfig:
-    name: Literal["cosine", "multistep", "constant"] = "cosine"
-    warmup_steps: int = 0
+    name: Literal["cosine", "multistep", "constant"] = "cosine"  # learning-rate schedule after the warm-up
+    warmup_steps: int = 0  # linear warm-up from 0 to optim.lr
     min_lr: float = 1e-7  # cosine floor
     milestones: list[int] = field(default_factory=list)  # multistep: steps where lr *= gamma
-    gamma: float = 0.5
+    gamma: float = 0.5  # multistep: lr factor at each milestone
 
     def __post_init__(self):
         check_min("schedule", self, warmup_steps=0, min_lr=0)
@@ -154,13 +154,13 @@ class ValConfig:
 
 @dataclass
 class LoopConfig:
-    steps: int = 1000
-    seed: int = 0
-    log_every: int = 50
+    steps: int = 1000  # training steps (optimizer updates)
+    seed: int = 0  # random seed (patches, order, initial weights)
+    log_every: int = 50  # steps between log lines (metrics.jsonl and the console)
     save_every: int = 0  # steps between last.pt saves (0: only at validation and at the end)
-    channels_last: bool = False
+    channels_last: bool = False  # NHWC memory format (faster convs on some CPUs/GPUs)
     amp: bool = True  # mixed precision; used on CUDA only
-    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"
+    amp_dtype: Literal["bfloat16", "float16"] = "bfloat16"  # autocast dtype with amp on CUDA
     deterministic: bool = True  # torch.use_deterministic_algorithms (bit-identical resume on CPU)
     max_bad_steps: int = 10  # stop after this many steps in a row with non-finite gradients (each is skipped)
 
@@ -170,10 +170,10 @@ class LoopConfig:
 
 @dataclass
 class PretrainTeacherConfig:
-    arch: str = "rlfn_s"
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    steps: int = 1000
-    lr: float = 5e-4
+    arch: str = "rlfn_s"  # zoo architecture of the teacher trained here
+    kwargs: dict[str, Any] = field(default_factory=dict)  # its factory keyword arguments (e.g. {nf: 16, num_blocks: 2})
+    steps: int = 1000  # training steps of the teacher
+    lr: float = 5e-4  # its peak learning rate (cosine schedule, L1 loss)
 
     def __post_init__(self):
         check_min("pretrain_teacher", self, steps=1)
@@ -184,15 +184,16 @@ class PretrainTeacherConfig:
 @dataclass
 class TrainConfig:
     student: StudentConfig
+    # frozen teachers ({name}, {arch, weights} or {checkpoint}); [] = no KD
     teacher: list[TeacherConfig] = field(default_factory=list)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    loss: list[LossTerm] = field(default_factory=lambda: [LossTerm("l1", "l1")])
-    stages: list[StageConfig] = field(default_factory=list)
+    loss: list[LossTerm] = field(default_factory=lambda: [LossTerm("l1", "l1")])  # named weighted terms
+    stages: list[StageConfig] = field(default_factory=list)  # progressive learning: [{start, gt_size, weights}]
     val: ValConfig = field(default_factory=ValConfig)
     loop: LoopConfig = field(default_factory=LoopConfig)
-    pretrain_teacher: PretrainTeacherConfig | None = None
+    pretrain_teacher: PretrainTeacherConfig | None = None  # train a teacher here when `teacher` is []
 
     def __post_init__(self):
         names = [t.name for t in self.loss]

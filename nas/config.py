@@ -43,9 +43,9 @@ class SpaceConfig:
     """The supernet: DLSR's two-level space (cell ops and cell-to-cell links)."""
 
     ops: tuple[str, ...] = DLSR_PRIMITIVES  # candidate ops of every distillation stage
-    num_cells: int = 6
-    channels: int = 48
-    scale: int = 2
+    num_cells: int = 6  # cells of the supernet (the derived network has as many); DLSR: 6
+    channels: int = 48  # feature channels C of every cell
+    scale: int = 2  # upscaling factor: 2, 3 or 4
     shared_alphas: bool = True  # True: one set of 3 x |ops| alphas for all cells (DLSR); False: per cell
     partial_channels: int = 1  # PC-DARTS K: 1/K of the channels go through the mixed op; 1 = off
     fuse: bool = True  # fused mixed ops: the same sum in fewer, cheaper operations (nas/mixed.py)
@@ -92,7 +92,7 @@ class DataConfig:
     gt_size: int = 64  # HR patch size (LR patch = gt_size / scale)
     batch_size: int = 16  # the global batch (split evenly over DDP processes)
     repeat: int = 1  # patches per training image per epoch
-    augment: bool = True
+    augment: bool = True  # dihedral flips and rotations of the patches
     val_sampling: Literal["epoch", "replacement"] = "epoch"  # arch batches: walk epochs, or draw with replacement
     cache: Literal["ram", "disk"] = "ram"  # decoded images in RAM, or memory-mapped from cache_dir (srcore.decoded)
     cache_dir: str | None = None  # disk cache folder (default $SRNAS_CACHE/decoded, ~/.cache/srnas/decoded)
@@ -117,7 +117,7 @@ class LossConfig:
     DLSR's L1 is on [0, 255] and its HFEN is range-free, so DLSR's 0.2 is 0.2 / 255 here.
     """
 
-    hfen_weight: float = 0.0
+    hfen_weight: float = 0.0  # weight of the HFEN term (high-frequency error) beside L1; 0 = L1 only
     hfen_mode: Literal["per_channel", "dlsr"] = "per_channel"  # dlsr: Laplacian summed over RGB, signed max
 
 
@@ -125,10 +125,10 @@ class LossConfig:
 class OptimConfig:
     """Weight optimizer: Adam with a schedule that is a pure function of the epoch (nothing to resume)."""
 
-    lr: float = 5e-4
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = 0.0
-    schedule: Literal["constant", "multistep", "cosine"] = "constant"
+    lr: float = 5e-4  # weight optimizer (Adam) learning rate
+    adam_betas: tuple[float, float] = (0.9, 0.999)  # weight Adam betas
+    weight_decay: float = 0.0  # weight decay of the network weights
+    schedule: Literal["constant", "multistep", "cosine"] = "constant"  # weight lr schedule (per epoch)
     milestones: tuple[int, ...] = ()  # epochs, for multistep
     gamma: float = 0.5  # multistep factor
     min_lr: float = 0.0  # cosine floor
@@ -152,10 +152,10 @@ class ArchConfig:
     them in every weight step (SDARTS-RS, Chen & Hsieh 2020).
     """
 
-    algorithm: Literal["first_order", "dlsr_reuse", "dlsr_exact", "second_order"] = "dlsr_exact"
-    lr: float = 3e-4
-    adam_betas: tuple[float, float] = (0.5, 0.999)
-    weight_decay: float = 1e-3
+    algorithm: Literal["first_order", "dlsr_reuse", "dlsr_exact", "second_order"] = "dlsr_exact"  # see above
+    lr: float = 3e-4  # arch optimizer (Adam) learning rate
+    adam_betas: tuple[float, float] = (0.5, 0.999)  # arch Adam betas
+    weight_decay: float = 1e-3  # weight decay of alphas and betas
     warmup_epochs: int = 0  # weight steps only for these epochs
     every: int = 1  # one arch step every `every` weight steps
     unrolled_lr: float | None = None  # second order: a plain SGD virtual step of this size; null = the optimizer's
@@ -188,11 +188,11 @@ class CostConfig:
     measured some other time.
     """
 
-    kind: Literal["none", "params", "macs", "latency"] = "none"
-    weight: float = 0.0
-    target: float | None = None
-    mode: Literal["hinge", "two_sided"] = "hinge"
-    ramp_epochs: float = 0.0
+    kind: Literal["none", "params", "macs", "latency"] = "none"  # expected params, MACs or latency
+    weight: float = 0.0  # weight of the cost term in the arch loss
+    target: float | None = None  # the hinge's target cost (unit of `kind`)
+    mode: Literal["hinge", "two_sided"] = "hinge"  # hinge: penalize only above target; two_sided: both sides
+    ramp_epochs: float = 0.0  # epochs over which the cost weight ramps up after the arch warm-up
     input_size: tuple[int, int] = (64, 64)  # LR size (H, W) for MACs and latency
     latency_repeats: int = 5  # timed runs per op (median) when measuring the latency table
     reference: str | None = None  # esr: target = this fraction of the reference genotype's cost in the table
@@ -208,15 +208,15 @@ class CostConfig:
 
 @dataclass
 class LoopConfig:
-    epochs: int = 1
-    seed: int = 0
+    epochs: int = 1  # passes over the training patches (steps = epochs x batches per epoch)
+    seed: int = 0  # random seed (data order, patches, initial weights)
     log_every: int = 10  # weight steps between progress updates and alpha_history.jsonl lines
     eval_every: int = 50  # weight steps between PSNR evaluations on fixed validation patches; 0 = off
-    eval_patches: int = 16
+    eval_patches: int = 16  # validation patches scored at each evaluation
     checkpoint_every: int = 100  # weight steps between atomic checkpoints (also at the end and on Ctrl-C)
     collapse_check: bool = True  # every log step: warn (or stop) when the current genotype is degenerate
     decided_prob: float = 0.5  # an edge's choice is decided when its op carries at least this mixture weight
-    collapse_action: Literal["warn", "stop"] = "warn"
+    collapse_action: Literal["warn", "stop"] = "warn"  # or stop the search at a collapse
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.log_every < 1 or self.eval_every < 0 or self.checkpoint_every < 0:
@@ -237,10 +237,10 @@ class DeriveConfig:
     validation batches.
     """
 
-    method: Literal["argmax", "perturbation"] = "argmax"
+    method: Literal["argmax", "perturbation"] = "argmax"  # how the genotype is read off the supernet (see above)
     exclude: tuple[str, ...] = ()  # ops the derivation may not pick (if another remains)
-    eval_batches: int = 4
-    tune_steps: int = 0
+    eval_batches: int = 4  # perturbation: validation batches per measurement
+    tune_steps: int = 0  # perturbation: weight steps after each decided edge
 
     def __post_init__(self) -> None:
         if self.eval_batches < 1 or self.tune_steps < 0:
@@ -251,8 +251,8 @@ class DeriveConfig:
 class RunConfig:
     """Execution only (may change on resume): torch CPU threads (0 = torch's default) and device."""
 
-    threads: int = 0
-    device: str = "cpu"
+    threads: int = 0  # torch CPU threads (0: torch's default)
+    device: str = "cpu"  # cpu, cuda, cuda:1, ...
 
     def __post_init__(self) -> None:
         if self.threads < 0:
@@ -292,26 +292,26 @@ class ESRSpaceConfig:
     normalisation) is fixed per search. See search_spaces/esr_genotype.py for what each choice means.
     """
 
-    name: Literal["esr"] = "esr"
-    scale: int = 4
-    channels: int = 28
+    name: Literal["esr"] = "esr"  # the search space: esr (this one) or dlsr (the default when absent)
+    scale: int = 4  # upscaling factor: 2, 3 or 4
+    channels: int = 28  # feature channels of every block (SPAN: 28 at x4)
     num_blocks: int = 6  # blocks of the supernet (the most a derived network has)
     head: str = "conv3xc"  # conv3x3 | conv3xc | none
     body: str = "conv3xc"  # none or a conv type (SPAN's conv_2), a tap candidate
     fusion: str = "conv1x1"  # conv1x1 | dwpw
     convs: tuple[str, ...] = tuple(CONVS)  # conv types of every block (all three convs of a block share one)
-    acts: tuple[str, ...] = tuple(ACTS)
-    attns: tuple[str, ...] = tuple(ATTNS)
+    acts: tuple[str, ...] = tuple(ACTS)  # activations of every block: silu | relu | lrelu (LeakyReLU 0.05)
+    attns: tuple[str, ...] = tuple(ATTNS)  # attentions: none | spab (sigmoid(x) - 0.5) | guide (1x1 map) | esa
     skips: tuple[str, ...] = ESR_SKIPS  # image-space paths
     depth: bool = True  # a keep/drop gate per block (FBNet's skip candidate); false: every block is kept
     taps: int = 4  # taps the derived fusion keeps (SPAN: 4)
     tap_c1: bool = True  # block<i>.c1 (a block's activated first conv) are tap candidates too (SPAN taps one)
-    bias: bool = True
-    input_scale: float = 1.0
-    input_mean: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    bias: bool = True  # convolutions with biases
+    input_scale: float = 1.0  # the network sees (x - input_mean) * input_scale (SPANV2: 1, mean 0)
+    input_mean: tuple[float, float, float] = (0.0, 0.0, 0.0)  # per-channel mean subtracted from the input
     fuse: bool = True  # each conv mixture runs as one 3x3 conv with the mixed kernel (exact; same gradients)
     scale_free: bool = False  # search only: every conv candidate's output and every tap edge rescaled to RMS
-    channels_last: bool = True
+    channels_last: bool = True  # NHWC memory format for the supernet and its inputs (faster convs on CPU)
 
     def __post_init__(self) -> None:
         def check_list(key: str, values, known) -> None:

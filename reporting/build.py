@@ -371,10 +371,13 @@ def build_report(out: str | os.PathLike, *, max_crops: int = 8, lr_size: int = 2
               "from the run folder and the checkpoints; stage commands were not recorded.")
     doc.h("Run")
     doc.p(f"Teacher: {summary.teacher_note or 'not recorded'}.")
-    doc.table(["stage", "status", "time", "output"],
+    for note in summary.notes:
+        doc.p(note)
+    doc.table(["stage", "status", "wall time", "CPU time", "output"],
               [[s.name, s.status, _fmt(s.seconds, ".1f") + (" s" if s.seconds is not None else ""),
-                s.checkpoint or s.dir or "-"] for s in summary.stages] or [["(none)", "not run", "-", "-"]],
-              align="llrl")
+                _fmt(s.cpu_seconds, ".1f") + (" s" if s.cpu_seconds is not None else ""),
+                s.checkpoint or s.dir or "-"] for s in summary.stages] or [["(none)", "not run", "-", "-", "-"]],
+              align="llrrl")
 
     # 2. results: scores + cost per model -------------------------------------------------------------------
     rows, crops = _score_models(summary, out, max_crops, device, measure, lr_size, threads, latency_repeats,
@@ -414,6 +417,9 @@ def build_report(out: str | os.PathLike, *, max_crops: int = 8, lr_size: int = 2
     search = summary.stage("search")
     sdir = resolve(out, search.dir) if search and search.dir else out / "search"
     genotype = sdir / "genotype.yaml"
+    derived = summary.stage("derive")  # the pipeline's derive stage: the genotype that was trained
+    if derived and derived.checkpoint and resolve(out, derived.checkpoint).is_file():
+        genotype = resolve(out, derived.checkpoint)
     if not genotype.is_file():
         doc.p("not run (no search/genotype.yaml).")
     else:

@@ -2,7 +2,8 @@
 
 The pipeline writes it (`RunSummary(...).to_dict()` as JSON); `load_summary(OUT)` reads it strictly (an
 unknown key is a one-line error naming it). Without it, or with the older pipeline summary
-({"config", "genotype", "checkpoint", "results"}), `load_summary` infers the same record from the run folder:
+({"config", "genotype", "checkpoint", "results"}), `load_summary` infers the same record from the run folder
+(the pipeline's layout, or the older train/ + eval.json one):
 stages from the folders that exist, configs from the checkpoints (which carry them), the teacher from the
 student checkpoint's config; commands are then "not recorded".
 
@@ -11,8 +12,9 @@ student checkpoint's config; commands are then "not recorded".
       "scale": 2,
       "val": ["builtin", "../shared/data/Set5"],       # tools/evaluate.py --data entries
       "teacher_note": "rlfn_s_x2 from ../shared/teachers: the registry teacher for x2",
+      "notes": ["Scored weights: ..."],                 # optional: paragraphs the report prints under Run
       "stages": [                                       # in run order; only "name" is required
-        {"name": "search", "dir": "search", "status": "done", "seconds": 95.2,
+        {"name": "search", "dir": "search", "status": "done", "seconds": 95.2, "cpu_seconds": 170.4,
          "command": "python tools/search.py --config quickstart --out runs/q/search",
          "config": {...the resolved config...}, "checkpoint": "search/checkpoint.pt"},
         {"name": "distill", "dir": "train", "status": "done", "command": "...", "config": {...},
@@ -31,7 +33,8 @@ student checkpoint's config; commands are then "not recorded".
       ]
     }
 
-Paths are relative to OUT unless absolute. `status` is one of STATUSES. A model is built from `checkpoint`
+Paths are relative to OUT unless absolute. `status` is one of STATUSES; `seconds` is wall time, `cpu_seconds`
+user + system CPU time. A model is built from `checkpoint`
 (srnas checkpoint, deploy.pt or .onnx: srcore.modelfile) or from `arch` + `weights` (a published file);
 `kind: "bicubic"` needs neither. `eval` is a tools/evaluate.py --json file whose per-dataset numbers the
 report shows; datasets it lacks are measured by the report itself.
@@ -46,6 +49,8 @@ from typing import Any
 
 from srcore.checkpoint import CheckpointError, read_checkpoint
 from srcore.config import ConfigError, from_dict, to_dict
+from srcore.weights import WeightsError, get_entry
+from srcore.weights import resolve as resolve_weights
 
 FORMAT = "srnas-run-summary"
 VERSION = 1
@@ -62,6 +67,7 @@ class StageRecord:
     config: dict[str, Any] | None = None  # its resolved config
     checkpoint: str | None = None  # its main output file
     seconds: float | None = None  # wall time
+    cpu_seconds: float | None = None  # CPU time (user + system, all threads)
 
     def __post_init__(self):
         if self.status not in STATUSES:
@@ -89,6 +95,7 @@ class RunSummary:
     scale: int | None = None
     val: list[str] = field(default_factory=list)
     teacher_note: str | None = None
+    notes: list[str] = field(default_factory=list)  # what the reader must know (e.g. which weights are scored)
     stages: list[StageRecord] = field(default_factory=list)
     models: list[ModelRecord] = field(default_factory=list)
     format: str = FORMAT
@@ -141,8 +148,14 @@ def _first(*paths: Path) -> Path | None:
 
 
 def infer_summary(out: Path, legacy: dict) -> RunSummary:
-    """The summary of a run folder without a summary.json in this format (see the module docstring)."""
-    search_ckpt, best = out / "search" / "checkpoint.pt", out / "train" / "best.pt"
+    """The summary of a run folder without a summary.json in this format (see the module docstring): the
+    pipeline's layout (search/, derive/, distill/, compress/, evaluate/*.json) or the older one (train/,
+    eval.json). The pipeline's distilled student is distill/last.pt (tools/pipeline.py STUDENT), the older
+    layout's train/best.pt."""
+    train_dir = "distill" if (out / "distill").is_dir() else "train"
+    search_ckpt = out / "search" / "checkpoint.pt"
+    best = _first(out / "distill" / "last.pt") if train_dir == "distill" else None
+    best = best or out / train_dir / "best.pt"
     compressed = _first(out / "compress" / "deploy.pt", out / "compress" / "model.onnx")
     search_cfg, train_cfg = _config_of(search_ckpt), _config_of(best)
     scale = None
@@ -155,19 +168,26 @@ def infer_summary(out: Path, legacy: dict) -> RunSummary:
     val = list((legacy.get("config") or {}).get("evaluate", {}).get("data") or [])
     if not val and train_cfg:
         val = list((train_cfg.get("val") or {}).get("data") or [])
+    evals = {stem: _first(out / "evaluate" / f"{stem}.json") for stem in ("distilled", "compressed")}
+    evals["distilled"] = evals["distilled"] or _first(out / "eval.json")
 
     def status(ok: bool) -> str:
         return "done" if ok else "not run"
 
+    def rel(p: Path | None) -> str | None:
+        return str(p.relative_to(out)) if p else None
+
+    genotype = _first(out / "derive" / "genotype.yaml")
     stages = [
         StageRecord("search", "search", status((out / "search" / "genotype.yaml").is_file()), config=search_cfg,
                     checkpoint="search/checkpoint.pt" if search_ckpt.is_file() else None),
-        StageRecord("distill", "train", status(best.is_file()), config=train_cfg,
-                    checkpoint="train/best.pt" if best.is_file() else None),
+        *([StageRecord("derive", "derive", "done", checkpoint=rel(genotype))] if genotype else []),
+        StageRecord("distill", train_dir, status(best.is_file()), config=train_cfg,
+                    checkpoint=rel(best) if best.is_file() else None),
         StageRecord("compress", "compress", status(compressed is not None or (out / "compress" / "report.json")
                                                    .is_file()),
-                    checkpoint=str(compressed.relative_to(out)) if compressed else None),
-        StageRecord("evaluate", None, status((out / "eval.json").is_file())),
+                    checkpoint=rel(compressed)),
+        StageRecord("evaluate", None, status(evals["distilled"] is not None)),
     ]
     models = [ModelRecord("bicubic", "bicubic")]
     teacher_note = None
@@ -182,10 +202,19 @@ def infer_summary(out: Path, legacy: dict) -> RunSummary:
         elif t.get("arch"):
             models.append(ModelRecord(f"teacher {t['arch']}", "teacher", arch=t["arch"], weights=t.get("weights")))
             teacher_note = f"teacher {t['arch']} with weights {t.get('weights')} (from the distillation config)"
+        elif t.get("name"):
+            teacher_note = f"registered teacher {t['name']} (from the distillation config)"
+            try:
+                entry = get_entry(t["name"])
+                if not entry.arch.startswith("genotype:"):
+                    models.append(ModelRecord(f"teacher {t['name']}", "teacher", arch=entry.arch,
+                                              weights=str(resolve_weights(t["name"], t.get("weights")))))
+            except WeightsError as e:
+                teacher_note += f"; not measured ({e})"
     if best.is_file():
-        models.append(ModelRecord("student (distilled)", "student", checkpoint="train/best.pt", stage="distill",
-                                  eval="eval.json" if (out / "eval.json").is_file() else None))
+        models.append(ModelRecord("student (distilled)", "student", checkpoint=rel(best), stage="distill",
+                                  eval=rel(evals["distilled"])))
     if compressed is not None:
-        models.append(ModelRecord("student (compressed)", "student", checkpoint=str(compressed.relative_to(out)),
-                                  stage="compress"))
+        models.append(ModelRecord("student (compressed)", "student", checkpoint=rel(compressed),
+                                  stage="compress", eval=rel(evals["compressed"])))
     return RunSummary(scale=scale, val=val, teacher_note=teacher_note, stages=stages, models=models, inferred=True)

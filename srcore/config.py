@@ -1,6 +1,7 @@
 """Typed experiment configs: YAML (`srcore.yamlio.safe_load`) into nested dataclasses, with strict checking.
 
-* Unknown keys are errors naming the file and the dotted key; so are values of the wrong type, and
+* Unknown keys are errors naming the file and the dotted key, with the nearest valid key when one is close
+  (`optim.lrr: unknown key; did you mean 'lr'?`); so are values of the wrong type, and
   non-finite numbers (`.nan`, `.inf`). Ranges are checked by each dataclass's `__post_init__`
   (`check_min`, `check_range` here), so a config object is always usable.
 * `--set a.b=value` overrides are applied to the loaded mapping before it is typed; the value is parsed
@@ -11,6 +12,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import math
 import re
 import types
@@ -124,13 +126,20 @@ def _coerce(tp: Any, value: Any, where: str) -> Any:
     raise ConfigError(f"{where}: unsupported annotation {tp!r}")
 
 
+def suggest(word: str, known: list[str]) -> str:
+    """'; did you mean 'x'?' for the known name closest to a mistyped one (difflib), else ''."""
+    close = difflib.get_close_matches(word, known, n=1, cutoff=0.6)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
 def _build(cls: type[T], data: dict, where: str) -> T:
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in data if k not in fields]
     if unknown:
         prefix = f"{where}." if where and not where.endswith(":") else where
-        raise ConfigError(f"{prefix}{unknown[0]}: unknown key (known: {', '.join(fields)})")
+        raise ConfigError(f"{prefix}{unknown[0]}: unknown key{suggest(str(unknown[0]), list(fields))} "
+                          f"(known: {', '.join(fields)})")
     kwargs = {}
     for name, value in data.items():
         sub = f"{where}.{name}" if where and not where.endswith(":") else f"{where}{name}"
@@ -217,8 +226,8 @@ def resolve_preset(config: str | Path, preset_dir: Path) -> Path:
     cand = preset_dir / f"{config}.yaml"
     if not cand.is_file():
         known = sorted(q.stem for q in preset_dir.glob("*.yaml"))
-        raise ConfigError(f"{config!r} is neither a YAML file nor a preset in {preset_dir} "
-                          f"(presets: {', '.join(known)})")
+        raise ConfigError(f"{config!r} is neither a YAML file nor a preset in {preset_dir}"
+                          f"{suggest(str(config), known)} (presets: {', '.join(known)})")
     return cand
 
 

@@ -50,3 +50,16 @@ def texture_images(folder: Path, n: int = 8, size: int = 48, seed: int = 0) -> P
         img = np.kron(base, np.ones((size // 12, size // 12, 1))) + rng.normal(0, 8, size=(size, size, 3))
         write_png(folder / f"img{i}.png", np.clip(img, 0, 255).astype(np.uint8))
     return folder
+SMOKE_PIPELINE = ["--config", "smoke", "--threads", "1", "--set", "report.crops=1"]
+
+
+@pytest.fixture(scope="session")
+def smoke_pipeline(tmp_path_factory):
+    """One `tools/pipeline.py --config smoke` run at x2 (seconds), shared by the tests that read it: copy it
+    before changing it. The teacher is the default choice: the registry's rlfn_s_x2 when ../shared holds it,
+    else a tiny one trained here (cached in the run's own cache folder)."""
+    root = tmp_path_factory.mktemp("smoke_pipeline")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SRNAS_CACHE", str(root / "cache"))
+        assert import_tool("pipeline").main([*SMOKE_PIPELINE, "--out", str(root / "run")]) == 0
+    return root / "run"

@@ -2,8 +2,10 @@
 traceback, never a half-written output folder. One parametrized table per CLI (all run in-process)."""
 from __future__ import annotations
 
+import json
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,41 +160,61 @@ def test_pipeline_hostile(tmp_path, monkeypatch, capsys, extra, message):
 def test_pipeline_refuses_an_existing_run(tmp_path, monkeypatch, capsys):
     (tmp_path / "summary.json").write_text("{}")
     line = cli_error(pipeline_cli.main, ["--config", "smoke", "--out", str(tmp_path)], monkeypatch, capsys)
-    assert "already holds a pipeline run (summary.json)" in line
+    assert f"{tmp_path} holds summary.json but no pipeline.json" in line and "--overwrite" in line
+    assert (tmp_path / "summary.json").read_text() == "{}"
 
 
 def test_pipeline_resume_keeps_finished_stages(tmp_path, monkeypatch):
-    """--resume: a finished search is kept, an interrupted training continues (stage CLIs recorded, not run)."""
+    """Stage CLIs recorded, not run: --threads reaches every stage; after an interrupted distillation the same
+    command skips the finished stages and continues it (--resume), or redoes it (--overwrite) when it left no
+    checkpoint; --overwrite starts everything again."""
     calls = []
+    out = tmp_path / "run"
 
-    def stage(name, writes):
+    def stage(name, writes, rc=lambda: 0):
         def main(argv):
             calls.append((name, argv))
             for f in writes(argv):
                 f.parent.mkdir(parents=True, exist_ok=True)
                 f.write_text('{"results": []}')
-            return 0
+            return rc()
         return main
 
-    out = tmp_path / "run"
-    monkeypatch.setattr(pipeline_cli.search, "main", stage("search", lambda a: [out / "search" / "genotype.yaml"]))
-    monkeypatch.setattr(pipeline_cli.train, "main", stage("train", lambda a: [out / "train" / "last.pt"]))
-    monkeypatch.setattr(pipeline_cli.evaluate, "main", stage("evaluate", lambda a: [out / "eval.json"]))
-    assert pipeline_cli.main(["--config", "smoke", "--out", str(out), "--threads", "1"]) == 0
-    assert [c[0] for c in calls] == ["search", "train", "evaluate"]
-    assert all(c[1][c[1].index("--threads") + 1] == "1" for c in calls)  # --threads reaches every stage
-    assert "--resume" not in calls[1][1]
+    def after(flag):
+        return lambda a: [Path(a[a.index(flag) + 1])]
+
+    distill_rc = [130]  # the first distillation is interrupted (Ctrl-C) after its first checkpoint
+    monkeypatch.setattr(pipeline_cli.search_tool, "main", stage("search", lambda a: [out / "search" / "genotype.yaml"]))
+    monkeypatch.setattr(pipeline_cli.derive_tool, "main", stage("derive", after("--out")))
+    monkeypatch.setattr(pipeline_cli.train_tool, "main",
+                        stage("train", lambda a: [out / "distill" / "last.pt", out / "distill" / "best.pt"],
+                              rc=lambda: distill_rc.pop() if distill_rc else 0))
+    compressed = [out / "compress" / "deploy.pt", out / "compress" / "options.json"]
+    monkeypatch.setattr(pipeline_cli.compress_tool, "main", stage("compress", lambda a: compressed))
+    monkeypatch.setattr(pipeline_cli.evaluate_tool, "main", stage("evaluate", after("--json")))
+    base = ["--config", "smoke", "--out", str(out), "--until", "evaluate", "--teacher", "none"]
+    assert pipeline_cli.main([*base, "--threads", "1"]) == 130
+    assert [c[0] for c in calls] == ["search", "derive", "train"]
+    assert all(c[1][c[1].index("--threads") + 1] == "1" for c in calls if c[0] != "derive")
+    assert "--resume" not in calls[2][1]
     calls.clear()
-    assert pipeline_cli.main(["--config", "smoke", "--out", str(out), "--resume"]) == 0
-    assert [c[0] for c in calls] == ["train", "evaluate"] and "--resume" in calls[0][1]
+    assert pipeline_cli.main(base) == 0
+    assert [c[0] for c in calls] == ["train", "compress"] + ["evaluate"] * 3  # bicubic, two students
+    assert "--resume" in calls[0][1]
+    state = json.loads((out / "pipeline.json").read_text())
+    assert [state["stages"][n]["status"] for n in pipeline_cli.STAGES] == ["done"] * 5 + ["pending"]
     calls.clear()
-    (out / "train" / "last.pt").unlink()  # killed before its first checkpoint: nothing to continue, redo it
-    (out / "train" / "metrics.jsonl").write_text("")
-    assert pipeline_cli.main(["--config", "smoke", "--out", str(out), "--resume"]) == 0
-    assert [c[0] for c in calls] == ["train", "evaluate"] and "--overwrite" in calls[0][1]
+    for name in ("compress", "evaluate"):
+        state["stages"][name] = {"status": "pending"}
+    state["stages"]["distill"]["status"] = "running"  # killed before its first checkpoint: redo it
+    (out / "pipeline.json").write_text(json.dumps(state))
+    (out / "distill" / "last.pt").unlink()
+    assert pipeline_cli.main(base) == 0
+    assert [c[0] for c in calls][:2] == ["train", "compress"] and "--overwrite" in calls[0][1]
     calls.clear()
-    assert pipeline_cli.main(["--config", "smoke", "--out", str(out), "--overwrite"]) == 0
-    assert [c[0] for c in calls] == ["search", "train", "evaluate"] and "--resume" not in calls[1][1]
+    assert pipeline_cli.main([*base, "--overwrite"]) == 0
+    assert [c[0] for c in calls][:4] == ["search", "derive", "train", "compress"]
+    assert "--resume" not in calls[2][1]
 
 
 # --- tools/evaluate.py ---------------------------------------------------------------------------------------

@@ -14,33 +14,29 @@ from conftest import import_tool
 from reporting.build import build_report, choose_crop
 from reporting.document import Doc, to_html
 from reporting.summary import FORMAT, ModelRecord, RunSummary, StageRecord, load_summary
+from search_spaces.plot import plot_genotype
 from srcore.config import ConfigError
 from srcore.cost import count_params
 from srcore.modelspec import load_checkpoint_model
 
 report_cli = import_tool("report")
-pipeline = import_tool("pipeline")
 run_cli = import_tool("common").run_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FAST = {"max_crops": 1, "lr_size": 32, "latency_repeats": 1, "threads": 1}  # keep the test quick
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory):
-    """`python tools/pipeline.py --config smoke --out DIR` (seconds): search, train, eval.json, old summary."""
-    out = tmp_path_factory.mktemp("run") / "smoke"
-    mp = pytest.MonkeyPatch()
-    mp.setenv("SRNAS_CACHE", str(out.parent / "cache"))
-    try:
-        assert pipeline.main(["--config", "smoke", "--out", str(out)]) == 0
-    finally:
-        mp.undo()
-    return out
+@pytest.fixture()
+def smoke_run(smoke_pipeline):
+    """`python tools/pipeline.py --config smoke --out DIR` (tests/conftest.py): every stage, summary.json."""
+    return smoke_pipeline
 
 
 def copy_run(src, dst):
-    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("report", "report.*"))
+    """The run without its report (OUT/report/, OUT/report.md, OUT/report.html; compress/report.json stays)."""
+    top = str(src)
+    shutil.copytree(src, dst, ignore=lambda d, names: [n for n in names if str(d) == top
+                                                        and n in ("report", "report.md", "report.html")])
     return dst
 
 
@@ -65,54 +61,57 @@ def check_outputs(out, res) -> str:
 
 def test_report_of_a_smoke_pipeline_run_inferred_from_the_folder(smoke_run, tmp_path):
     out = copy_run(smoke_run, tmp_path / "run")
+    (out / "summary.json").unlink()  # the report infers the same from the folder's layout
     s = load_summary(out)
     assert s.inferred and s.scale == 2 and s.val == ["builtin"]
-    assert [st.name for st in s.stages] == ["search", "distill", "compress", "evaluate"]
-    assert [st.status for st in s.stages] == ["done", "done", "not run", "done"]
+    assert [st.name for st in s.stages] == ["search", "derive", "distill", "compress", "evaluate"]
+    assert [st.status for st in s.stages] == ["done"] * 5
     assert s.stage("search").config["space"]["num_cells"] == 3 and s.stage("distill").config["loop"]["steps"] == 10
-    assert [m.kind for m in s.models] == ["bicubic", "teacher", "student"]
+    assert [m.kind for m in s.models] == ["bicubic", "teacher", "student", "student"]
 
-    res = build_report(out, **FAST)
+    res = build_report(out, plot_genotype=plot_genotype, **FAST)  # as tools/report.py draws it
     check_outputs(out, res)
     names = {p.name for p in res.pngs}
-    assert {"genotype.png", "curves_search.png", "curves_distill.png", "quality_vs_size.png"} <= names
+    assert {"genotype.png", "curves_search.png", "curves_distill.png", "quality_vs_size.png",
+            "compress_rounds.png"} <= names
     assert {"crop_builtin_val_chelsea.png"} <= names  # max_crops = 1: the first validation image
     md = (out / "report.md").read_text()
-    assert "## Compression\n\nnot run" in md
-    # the student's scores are eval.json's (unmarked); bicubic and the teacher are measured here (*)
-    eval_psnr = json.loads((out / "eval.json").read_text())["results"][0]["psnr_y"]
+    # the students' scores are the evaluate stage's (unmarked); bicubic and the teacher are measured here (*)
+    eval_psnr = json.loads((out / "evaluate" / "distilled.json").read_text())["results"][0]["psnr_y"]
     student = next(line for line in md.splitlines() if line.startswith("| student (distilled)"))
     assert f"{eval_psnr:.3f} / " in student and "*" not in student
     bicubic = next(line for line in md.splitlines() if line.startswith("| bicubic"))
     assert re.search(r"\| 32\.9\d\d / 0\.9\d+\* \|$", bicubic), bicubic  # 32.93 dB: README's builtin bicubic (lr)
     assert "python tools/evaluate.py --arch bicubic --scale 2 --bicubic-source lr --data builtin" in md
-    assert "### config: distill" in md and "pretrain_teacher:" in md
+    assert "### config: distill" in md and "loop:" in md
 
 
 def test_report_from_the_summary_contract_with_compression_rounds(smoke_run, tmp_path):
     out = copy_run(smoke_run, tmp_path / "run")
-    # a compression stage as the compress CLI will write it: per-round rows, per-round fine-tuning logs
+    # a compression stage written by hand: per-round rows, per-round fine-tuning logs
+    shutil.rmtree(out / "compress")
     (out / "compress" / "round_1").mkdir(parents=True)
-    shutil.copy(out / "train" / "metrics.jsonl", out / "compress" / "round_1" / "metrics.jsonl")
-    shutil.copy(out / "train" / "best.pt", out / "compress" / "round_1" / "best.pt")
+    shutil.copy(out / "distill" / "metrics.jsonl", out / "compress" / "round_1" / "metrics.jsonl")
+    shutil.copy(out / "distill" / "best.pt", out / "compress" / "round_1" / "best.pt")
     (out / "compress" / "report.json").write_text(json.dumps({"rounds": [
         {"round": 0, "params": 4612, "macs": 265e6, "psnr_y": 10.8},
         {"round": 1, "params": 3000, "macs": 170e6, "psnr_y": 10.7}]}))
-    old = json.loads((out / "summary.json").read_text())
-    teacher_ckpt = load_summary(out).models[1].checkpoint
+    teacher = load_summary(out).models[1]
     summary = RunSummary(
         scale=2, val=["builtin"], teacher_note="rlfn_s trained here and cached: no registry teacher on disk",
         stages=[StageRecord("search", "search", command=f"python tools/search.py --config smoke --out {out}/search",
                             config={"space": {"channels": 8}}, seconds=3.5),
-                StageRecord("distill", "train", command="python tools/train.py --config smoke --out OUT/train",
-                            config={"loop": {"steps": 10}}, checkpoint="train/best.pt"),
+                StageRecord("distill", "distill", command="python tools/train.py --config smoke --out OUT/distill",
+                            config={"loop": {"steps": 10}}, checkpoint="distill/best.pt"),
                 StageRecord("compress", "compress", command="python tools/compress.py --checkpoint OUT/train/best.pt",
                             config={"prune_ratio": 0.35}),
                 StageRecord("evaluate", status="done", command="python tools/evaluate.py ... --json OUT/eval.json"),
                 StageRecord("export", status="not run")],
         models=[ModelRecord("bicubic", "bicubic"),
-                ModelRecord("teacher rlfn_s (trained here)", "teacher", checkpoint=teacher_ckpt),
-                ModelRecord("student (distilled)", "student", checkpoint="train/best.pt", eval="eval.json",
+                ModelRecord("teacher rlfn_s (trained here)", "teacher", checkpoint=teacher.checkpoint,
+                            arch=teacher.arch, weights=teacher.weights),
+                ModelRecord("student (distilled)", "student", checkpoint="distill/best.pt",
+                            eval="evaluate/distilled.json",
                             eval_command="python tools/evaluate.py --checkpoint OUT/train/best.pt --data builtin"),
                 ModelRecord("student (compressed)", "student", checkpoint="compress/round_1/best.pt",
                             stage="compress")])
@@ -132,7 +131,6 @@ def test_report_from_the_summary_contract_with_compression_rounds(smoke_run, tmp
     n_params = count_params(load_checkpoint_model(out / "compress" / "round_1" / "best.pt")[0])
     assert f"| student (compressed) | {n_params:,} |" in md and md.count("| student (") == 2
     assert "rlfn_s trained here and cached" in md
-    assert old["results"][0]["dataset"] == "builtin-val"
 
 
 def test_every_section_degrades_when_its_inputs_are_absent(tmp_path):

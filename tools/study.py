@@ -103,10 +103,10 @@ class RecipeConfig:
 
     config: str = "t291"  # configs/train/<name>.yaml or a YAML file: data, patches, optimizer, schedule, EMA
     kd: Literal["none", "output"] = "none"  # none: the preset's teacher and KD terms are dropped (L1 only)
-    steps: int = 1000
-    seeds: list[int] = field(default_factory=lambda: [0, 1])
+    steps: int = 1000  # training steps of every row
+    seeds: list[int] = field(default_factory=lambda: [0, 1])  # every row is trained once per seed
     save_every: int = 100  # steps between last.pt saves (what a kill -9 can lose)
-    log_every: int = 100
+    log_every: int = 100  # steps between metrics.jsonl lines
 
     def __post_init__(self):
         check_min("recipe", self, steps=1, save_every=0, log_every=1)
@@ -146,9 +146,9 @@ class SearchSection:
 @dataclass
 class RandomSection:
     count: int = 5  # random genotypes (rows)
-    seed: int = 0
+    seed: int = 0  # seed of the random genotypes
     tolerance: float = 0.10  # |params / matched params - 1| <= tolerance
-    max_draws: int = 1_000_000
+    max_draws: int = 1_000_000  # draws before giving up on finding `count` matched genotypes
 
     def __post_init__(self):
         check_min("random", self, count=0, seed=0, tolerance=0.0, max_draws=1)
@@ -164,8 +164,8 @@ class BaselineSection:
 class EvalSection:
     sets: list[str] = field(default_factory=lambda: ["Set5", "Set14", "B100"])  # names under data/, or folders
     cost_input: tuple[int, int] = (360, 640)  # LR (H, W) of MACs and latency: a 1280x720 output at x2
-    latency_repeats: int = 5
-    latency_threads: int = 1
+    latency_repeats: int = 5  # timed forward passes per latency (median)
+    latency_threads: int = 1  # torch CPU threads of the latency measurement
     proxy_batches: int = 8  # validation batches of the supernet's loss per genotype
 
     def __post_init__(self):

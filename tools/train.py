@@ -80,7 +80,7 @@ class RichProgress(Callback):
         self.log, self.label, self.prog, self.task = log, label, None, None
 
     def on_train_start(self, trainer, start_step, total_steps):
-        self.prog = progress()
+        self.prog = progress(remaining=True)
         self.prog.start()
         self.task = self.prog.add_task(self.label, total=total_steps, completed=start_step)
 
@@ -155,12 +155,17 @@ def teacher_run_config(cfg: TrainConfig) -> TrainConfig:
         loop=dataclasses.replace(cfg.loop, steps=pt.steps, save_every=0))
 
 
+def teacher_cache_path(cfg: TrainConfig, cache_dir: Path) -> Path:
+    """Where the teacher of `cfg.pretrain_teacher` is cached: keyed by the config that trains it."""
+    tcfg = teacher_run_config(cfg)
+    key = hashlib.sha1(json.dumps(to_dict(tcfg), sort_keys=True).encode()).hexdigest()[:12]
+    return cache_dir.expanduser() / f"teacher-{tcfg.student.arch}-x{tcfg.student.scale}-{key}.pt"
+
+
 def pretrained_teacher(cfg: TrainConfig, cache_dir: Path, device: str, callbacks: list[Callback]) -> Path:
     """Train the config's `pretrain_teacher` once and cache it under `cache_dir` (keyed by its config)."""
     tcfg = teacher_run_config(cfg)
-    key = hashlib.sha1(json.dumps(to_dict(tcfg), sort_keys=True).encode()).hexdigest()[:12]
-    name = f"teacher-{tcfg.student.arch}-x{tcfg.student.scale}-{key}"
-    path = cache_dir.expanduser() / f"{name}.pt"
+    path = teacher_cache_path(cfg, cache_dir)
     if path.exists():
         return path
     run_dir = path.with_suffix(".run")
