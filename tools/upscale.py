@@ -2,7 +2,7 @@
 """Super-resolve your own images with a trained model (PNG, JPEG, BMP, TIFF; 8/16-bit; gray, RGB, RGBA).
 
 Examples:
-  python tools/upscale.py --checkpoint runs/quickstart/train/best.pt --input photos/ --out photos_x2/
+  python tools/upscale.py --checkpoint runs/quickstart/compress/deploy.pt --input photos/ --out photos_x2/
   python tools/upscale.py --checkpoint runs/q/compress/model.onnx --scale 2 --input cat.png --out sr/ --tile 256
   python tools/upscale.py --checkpoint best.pt --input scans/ --out sr/ --self-ensemble --format png
 
