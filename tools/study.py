@@ -46,6 +46,7 @@ import logging
 import math
 import os
 import re
+import shlex
 import statistics
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, wait
@@ -718,7 +719,7 @@ def main(argv=None) -> int:
     sessions = _sessions(args.out, t_start, time.perf_counter() - wall0)
     loads = [s["loadavg"] for s in sessions] + [c.get("loadavg", math.nan) for c in rows_out if c.get("loadavg")]
     command = (f"python tools/study.py --config {args.config} --out {args.out} --jobs {args.jobs} "
-               f"--threads {args.threads}" + "".join(f" --set {s}" for s in args.set)
+               f"--threads {args.threads}" + "".join(f" --set {shlex.quote(s)}" for s in args.set)
                + (f" --doc {args.doc}" if args.doc != DOC else "") + (f" --json {args.json}" if args.json else ""))
     teacher = next((t.name for t in load_config(TrainConfig, cfg.recipe.config, [], CONFIGS / "train").teacher), None)
     notes = (REPO / cfg.notes).read_text() if cfg.notes else None
