@@ -6,14 +6,20 @@
 * `count_activations`: the number of elements of every Conv2d output in one forward pass (the NTIRE
   challenge's "#Activations") and the number of conv layers.
 * `peak_memory`: peak memory of one forward pass above what was allocated before it: CUDA's allocator
-  statistics on a GPU; on the CPU the profiler's allocation trace (the same quantity for tensors).
+  statistics on a GPU; on the CPU the profiler's allocation trace (the same quantity for tensors). The
+  profiler's C++ part (kineto) prints "USDT: ... profiler_start/stop" lines to the process's stderr on every
+  trace, whatever its log level: those lines alone are dropped (`_without_kineto_lines`), the rest is kept.
 * `latency`: median wall time of N forward passes after warm-up; CUDA events on a GPU, perf_counter with
   a fixed thread count on the CPU.
 """
 from __future__ import annotations
 
+import os
 import statistics
+import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 
 import torch
@@ -64,7 +70,7 @@ def peak_memory(model: nn.Module, x: torch.Tensor) -> int:
         return int(torch.cuda.max_memory_allocated(x.device) - base)
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _without_kineto_lines(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         model(x)
     # every op's own allocations and the frees between ops ("[memory]" events), in time order
     cur = peak = 0
@@ -72,6 +78,34 @@ def peak_memory(model: nn.Module, x: torch.Tensor) -> int:
         cur += e.self_cpu_memory_usage
         peak = max(peak, cur)
     return int(peak)
+
+
+KINETO_PREFIXES = ("USDT:", "STAGE:")  # kineto's trace-progress lines, written to fd 2 by C++ code
+
+
+@contextmanager
+def _without_kineto_lines():
+    """Send file descriptor 2 to a temporary file for the block, then write back every line but kineto's."""
+    try:
+        fd = sys.__stderr__.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (embedded interpreters): leave it alone
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), fd)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, fd)
+            os.close(saved)
+            tmp.seek(0)
+            kept = [line for line in tmp.read().decode(errors="replace").splitlines(keepends=True)
+                    if not line.startswith(KINETO_PREFIXES)]
+            if kept:
+                os.write(fd, "".join(kept).encode())
 
 
 @torch.no_grad()

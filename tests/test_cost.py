@@ -1,11 +1,14 @@
 """Cost counters: params, MACs/FLOPs, activations, peak memory and latency, checked against hand counts."""
 from __future__ import annotations
 
+import os
+
 import torch
 from torch import nn
 
 from distill import zoo
-from srcore.cost import count_activations, count_flops, count_params, latency, measure_cost, peak_memory
+from srcore.cost import (_without_kineto_lines, count_activations, count_flops, count_params, latency, measure_cost,
+                         peak_memory)
 
 
 class TwoConv(nn.Module):
@@ -54,6 +57,14 @@ def test_peak_memory_positive_and_grows_with_input():
     assert big > small
     # at least the 4-channel float32 feature map of the big input is alive at some point
     assert big >= 4 * 128 * 128 * 4
+
+
+def test_peak_memory_drops_only_kineto_lines_from_stderr(capfd):
+    peak_memory(TwoConv().eval(), torch.rand(1, 3, 16, 16))
+    assert "USDT:" not in capfd.readouterr().err  # torch 2.13's kineto prints two such lines per trace
+    with _without_kineto_lines():
+        os.write(2, b"USDT:2026 SyncActivityProfilerHandler.cpp:52] profiler_start\na real warning\n")
+    assert capfd.readouterr().err == "a real warning\n"
 
 
 def test_latency_statistics():
