@@ -7,8 +7,15 @@ import torch
 from torch import nn
 
 from distill import zoo
-from srcore.cost import (_without_kineto_lines, count_activations, count_flops, count_params, latency, measure_cost,
-                         peak_memory)
+from srcore.cost import (
+    _without_kineto_lines,
+    count_activations,
+    count_flops,
+    count_params,
+    latency,
+    measure_cost,
+    peak_memory,
+)
 
 
 class TwoConv(nn.Module):

@@ -200,6 +200,19 @@ def test_scale_data_and_val_reach_the_stage_configs(pipeline, tmp_path):
     assert not (tmp_path / "o2").exists()
 
 
+def test_time_left_counts_a_teacher_trained_here_until_it_is_cached(pipeline, tmp_path):
+    eta_s = {"search": 100.0, "distill": 300.0, "teacher": 245.0}
+    cached = tmp_path / "teacher.pt"
+    to_train = pipeline.Teacher("train", "rlfn_s", checkpoint=str(cached))
+    assert pipeline.eta_hints(eta_s, to_train) == {"search": 100.0, "distill": 545.0}
+    cached.write_bytes(b"x")
+    assert pipeline.eta_hints(eta_s, to_train)["distill"] == 300.0
+    assert pipeline.eta_hints(eta_s, pipeline.Teacher("registry", "rlfn_s_x2"))["distill"] == 300.0
+    assert pipeline.eta_hints(eta_s, None) == {"search": 100.0, "distill": 300.0}
+    with pytest.raises(ConfigError, match="eta_s.teachr: not a stage"):
+        pipeline.PipelineConfig(eta_s={"teachr": 1.0})
+
+
 def test_the_quickstart_scores_the_shared_benchmarks_that_exist(pipeline, tmp_path):
     require_shared("data", "Set5")
     args = pipeline.parse_args(["--config", "quickstart", "--out", str(tmp_path)])

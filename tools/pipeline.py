@@ -210,13 +210,14 @@ class PipelineConfig:
     compress: CompressSection = field(default_factory=CompressSection)
     evaluate: EvaluateSection = field(default_factory=EvaluateSection)
     report: ReportSection = field(default_factory=ReportSection)
-    eta_s: dict[str, float] = field(default_factory=dict)  # stage -> seconds (the time-left display only)
+    # stage -> seconds (the time-left display only); `teacher`: training a teacher here (added to distill's)
+    eta_s: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self):
         check_scale(self.scale)
-        unknown = [k for k in self.eta_s if k not in STAGES]
+        unknown = [k for k in self.eta_s if k not in (*STAGES, "teacher")]
         if unknown:
-            raise ConfigError(f"eta_s.{unknown[0]}: not a stage ({', '.join(STAGES)})")
+            raise ConfigError(f"eta_s.{unknown[0]}: not a stage ({', '.join(STAGES)}) or teacher")
 
 
 def load_pipeline_config(args) -> PipelineConfig:
@@ -508,6 +509,15 @@ class Eta:
         return rest
 
 
+def eta_hints(eta_s: dict[str, float], teacher: Teacher | None) -> dict[str, float]:
+    """Seconds per stage for `Eta`: `eta_s`'s stages, distill's plus `eta_s.teacher` when the teacher is still
+    to be trained here (not in the cache yet)."""
+    hints = {k: v for k, v in eta_s.items() if k in STAGES}
+    if teacher is not None and teacher.kind == "train" and not Path(teacher.checkpoint).exists():
+        hints["distill"] = hints.get("distill", 0.0) + eta_s.get("teacher", 0.0)
+    return hints
+
+
 class EtaColumn(ProgressColumn):
     def __init__(self, eta: Eta):
         super().__init__()
@@ -787,7 +797,10 @@ class Pipeline:
         runners = {"search": self.run_search, "derive": self.run_derive, "distill": self.run_distill,
                    "compress": self.run_compress, "evaluate": self.run_evaluate, "report": self.run_report}
         todo = [n for n in STAGES[start:stop + 1] if not self.done(n)]
-        eta = Eta({k: v for k, v in self.cfg.eta_s.items()}, todo)
+        # the teacher is chosen now as well (the distill stage chooses again) for the time-left estimate
+        teacher = choose_teacher(self.plan, self.args.allow_download, self.args.cache_dir) \
+            if "distill" in todo and self.cfg.eta_s.get("teacher") else None
+        eta = Eta(eta_hints(self.cfg.eta_s, teacher), todo)
         columns = (TextColumn("{task.description}", markup=False), BarColumn(), TimeElapsedColumn(), EtaColumn(eta))
         t_all = time.perf_counter()
         with Progress(*columns, console=console, transient=True) as prog:
