@@ -25,7 +25,7 @@ from distill.losses import Criterion, LossInputs
 from distill.trainer import Callback, NonFiniteGradients, NonFiniteLoss, Trainer
 from distill.upcycle import InvertibleAug, enhance_hr, sample_rngs, zoom_in, zoom_out
 from search_spaces.network import build_network
-from srcore.checkpoint import read_checkpoint
+from srcore.checkpoint import read_checkpoint, save_checkpoint
 from srcore.config import ConfigError, from_dict
 
 
@@ -368,6 +368,18 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, hr_dir, teacher
     ck = read_checkpoint(tmp_path / "last.pt")
     assert ck["step"] == 2
     assert all(torch.isfinite(v).all() for v in ck["train_state"]["student"].values())
+
+
+def test_a_teacher_trained_here_is_published_from_its_final_weights(tmp_path):
+    run = tmp_path / "teacher.run"
+    run.mkdir()
+    spec = {"arch": "rlfn_s", "scale": 2, "kwargs": {}}
+    save_checkpoint(run / "best.pt", state_dict={"w": torch.zeros(2)}, spec=spec, step=500)
+    save_checkpoint(run / "last.pt", state_dict={"w": torch.ones(2)}, spec=spec, step=1000,
+                    train_state={"optimizer": {}})
+    import_tool("train")._publish_teacher(run, tmp_path / "teacher.pt")
+    ck = read_checkpoint(tmp_path / "teacher.pt")  # not best.pt: that one is chosen on the reported photographs
+    assert ck["step"] == 1000 and torch.equal(ck["state_dict"]["w"], torch.ones(2)) and "train_state" not in ck
 
 
 def test_teacher_cache_serves_fixed_patches(tmp_path, hr_dir, teacher_file):

@@ -27,7 +27,6 @@ import json
 import logging
 import os
 import shlex
-import shutil
 import sys
 from contextlib import nullcontext
 from pathlib import Path
@@ -40,6 +39,7 @@ import compress  # noqa: F401  (rebuilds compressed checkpoints: reparameterized
 from distill import zoo
 from distill.config import LossTerm, StudentConfig, TeacherConfig, TrainConfig
 from distill.trainer import Callback, NonFiniteLoss, Trainer, student_skip
+from srcore.checkpoint import atomic_save, read_checkpoint
 from srcore.config import ConfigError, load_config, to_dict
 from srcore.distributed import init_from_env as init_distributed
 from srcore.interrupt import DeferredInterrupt
@@ -191,11 +191,11 @@ def pretrained_teacher(cfg: TrainConfig, cache_dir: Path, device: str, callbacks
 
 
 def _publish_teacher(run_dir: Path, path: Path) -> None:
-    """Copy the teacher run's best (else last) checkpoint to the cache path atomically."""
-    src = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt"
-    tmp = path.with_suffix(".tmp")
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, path)
+    """Copy the teacher run's final weights (last.pt less its training state) to the cache path atomically. Not
+    best.pt: that one is chosen on the validation photographs, the images the pipeline reports the teacher on."""
+    ck = read_checkpoint(run_dir / "last.pt")
+    ck.pop("train_state", None)
+    atomic_save(ck, path)
 
 
 def teacher_from_args(teacher: str | None, weights: str | None) -> TeacherConfig:
