@@ -382,6 +382,22 @@ def test_a_teacher_trained_here_is_published_from_its_final_weights(tmp_path):
     assert ck["step"] == 1000 and torch.equal(ck["state_dict"]["w"], torch.ones(2)) and "train_state" not in ck
 
 
+def test_gradient_calibration_measures_unweighted_terms_and_sets_the_ratio(tmp_path, hr_dir, teacher_file):
+    from distill.calibrate import term_gradient_norms, weights_for_ratio
+
+    def norms(fitnet_weight):
+        terms = [ALL_TERMS[0], ALL_TERMS[1], {**ALL_TERMS[2], "weight": fitnet_weight}]
+        return term_gradient_norms(Trainer(from_dict(TrainConfig, make_cfg(hr_dir, teacher_file, terms)), tmp_path), 2)
+
+    a, b = norms(0.1), norms(10.0)
+    assert set(a) == {"l1", "kd", "fitnet"} and all(v > 0 for v in a.values())
+    assert b == pytest.approx(a, rel=1e-4)  # per unweighted term: the configured weight does not change it
+    w = weights_for_ratio(a, 0.25)
+    assert set(w) == {"kd", "fitnet"} and w["fitnet"] * a["fitnet"] == pytest.approx(0.25 * a["l1"])
+    with pytest.raises(ValueError, match="no 'l1' term"):
+        weights_for_ratio({"kd": 1.0}, 0.25)
+
+
 def test_teacher_cache_serves_fixed_patches(tmp_path, hr_dir, teacher_file):
     cfg = from_dict(TrainConfig, make_cfg(hr_dir, teacher_file, ALL_TERMS[:2], loop={"steps": 6},
                                           data={"fixed_patches": True, "cache_teacher": True}))

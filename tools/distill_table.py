@@ -25,6 +25,7 @@ import math
 import os
 import platform
 import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -44,8 +45,10 @@ from multirun import (
 )
 
 import search_spaces  # noqa: F401  (registers genotype specs)
+from distill.calibrate import term_gradient_norms, weights_for_ratio
 from distill.config import TrainConfig
 from distill.teachers import load_named
+from distill.trainer import Trainer
 from srcore.config import load_config, to_dict
 from srcore.cost import count_params
 from srcore.modelspec import load_checkpoint_model
@@ -110,6 +113,10 @@ def parse_args(argv):
                    help="train nothing: write the table of the runs that have finished (the rest listed as missing)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace run folders that hold a run with another config (another --steps, ...)")
+    p.add_argument("--calibrate", type=float, metavar="RATIO",
+                   help="train nothing: measure each method's per-term gradient norms on the student at step 0 "
+                        "(distill.calibrate; 4 training batches) and print the weights at which every term but L1 "
+                        "pulls RATIO x as hard as L1 (OUT/calibration.json)")
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads per run (default 1: on a shared CPU, spinning OpenMP threads make small "
                         "convs slow; use --jobs to fill the cores)")
@@ -266,13 +273,35 @@ def render(results: dict) -> str:
     for m, (g, verdict, k) in verdicts.items():
         lines.append(f"- {LABELS[m]}: {g:+.3f} dB against no KD at {meta['steps']} steps "
                      f"({k} paired seed{'s' if k > 1 else ''}): **{verdict}**.")
-    lines += ["", "Untuned: the feature terms (FitNet, FACD, LSFD) compare standardized features, with the weights "
-              "of the previous table; output-level terms have weight 1 (DIPNet's enhanced HR 0.5). No weight was "
-              "tuned on these benchmarks, and another budget may rank the methods differently.", "",
+    lines += ["", "Weights: the feature terms (FitNet, FACD, LSFD) compare standardized features, each weighted so "
+              "that its gradient at step 0 is 1/4 of L1's on this student, measured on training batches (`python "
+              "tools/distill_table.py --calibrate 0.25 --steps 1000 --seeds 0`, docs/experiments/feature_kd_weights.md"
+              "); output-level terms have weight 1 (DIPNet's enhanced HR 0.5). No weight was chosen by a score on "
+              "these benchmarks, and another budget may rank the methods differently.", "",
               "## The methods", ""]
     for m in methods:
         lines += [f"**{LABELS[m]}** (`configs/train/kd_{m}.yaml`). {PAPERS[m]}", ""]
     return "\n".join(lines)
+
+
+def calibrate(args, log) -> int:
+    """--calibrate: gradient norms per term at step 0 and the weights for the ratio (see distill/calibrate.py)."""
+    torch.set_num_threads(args.threads)
+    out = {"ratio": args.calibrate, "seed": args.seeds[0], "methods": {}}
+    for method in args.methods:
+        cfg = method_config(method, args.steps, args.seeds[0], args.teacher)
+        with tempfile.TemporaryDirectory() as tmp:
+            norms = term_gradient_norms(Trainer(cfg, tmp, args.device), batches=4)
+        current = {t.name: t.weight for t in cfg.loss}
+        suggested = weights_for_ratio(norms, args.calibrate)
+        out["methods"][method] = {"norms": norms, "weights": current, "suggested": suggested}
+        log.info(f"{LABELS[method]}: |grad| per unweighted term " + ", ".join(f"{k} {v:.4g}" for k, v in norms.items())
+                 + "; weight now / for the ratio: " + ", ".join(f"{k} {current[k]:g} / {v:.3g}"
+                                                            for k, v in suggested.items()))
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "calibration.json").write_text(json.dumps(out, indent=2) + "\n")
+    log.info(f"wrote {args.out / 'calibration.json'}")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -281,6 +310,8 @@ def main(argv=None) -> int:
     log = setup_logging()
     if args.shared:
         os.environ[SHARED_VAR] = str(args.shared.resolve())
+    if args.calibrate is not None:
+        return calibrate(args, log)
     t_start = time.perf_counter()
     json_path = args.json or args.doc.with_suffix(".json")
     check_output_file(args.doc, "--doc")
