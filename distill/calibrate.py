@@ -30,9 +30,7 @@ def term_gradient_norms(trainer: Trainer, batches: int = 4) -> dict[str, float]:
     sums: dict[str, float] = {}
     trainer.student.train()
     for step, batch in enumerate(itertools.islice(trainer._batches(0), batches)):
-        lq, gt = batch["lq"].to(trainer.device), batch["gt"].to(trainer.device)
-        targets = trainer.teacher_targets(lq, gt, batch["index"], step)
-        losses = trainer.step_module(lq, gt, targets)
+        losses = trainer.step_losses(batch, step)
         names = [n for n in losses if n != "total"]
         for i, name in enumerate(names):
             grads = torch.autograd.grad(losses[name], params, retain_graph=i < len(names) - 1, allow_unused=True)

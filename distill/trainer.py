@@ -504,14 +504,18 @@ class Trainer:
                 out["enhanced_hr"] = self._cached("ehr", index, lambda: enhance_hr(t0(gt), scale))
         return out
 
-    def train_step(self, batch: dict, step: int) -> dict[str, float]:
+    def step_losses(self, batch: dict, step: int) -> dict[str, torch.Tensor]:
+        """The weighted loss terms and "total" of one batch, with their graph (what `train_step` differentiates)."""
         lq, gt = batch["lq"].to(self.device), batch["gt"].to(self.device)
         if self.cfg.loop.channels_last:
             lq, gt = lq.contiguous(memory_format=torch.channels_last), gt.contiguous(memory_format=torch.channels_last)
         targets = self.teacher_targets(lq, gt, batch["index"], step)
-        self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            losses = self.step_module(lq, gt, targets)
+            return self.step_module(lq, gt, targets)
+
+    def train_step(self, batch: dict, step: int) -> dict[str, float]:
+        self.optimizer.zero_grad(set_to_none=True)
+        losses = self.step_losses(batch, step)
         values = torch.stack([v.detach().float() for v in losses.values()])
         if self.world > 1:
             dist.all_reduce(values)

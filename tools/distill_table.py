@@ -286,7 +286,6 @@ def render(results: dict) -> str:
 
 def calibrate(args, log) -> int:
     """--calibrate: gradient norms per term at step 0 and the weights for the ratio (see distill/calibrate.py)."""
-    torch.set_num_threads(args.threads)
     out = {"ratio": args.calibrate, "seed": args.seeds[0], "methods": {}}
     for method in args.methods:
         cfg = method_config(method, args.steps, args.seeds[0], args.teacher)

@@ -556,6 +556,7 @@ class Pipeline:
         self.args, self.plan, self.cfg, self.out, self.state, self.log = args, plan, plan.cfg, plan.out, state, log
         self.runtime = ["--device", args.device] + (["--threads", str(args.threads)] if args.threads else [])
         self.teacher: Teacher | None = Teacher(**state["teacher"]) if state.get("teacher") else None
+        self.chosen: Teacher | None = None  # chosen before the stages (for the time left), used by distill
 
     # --- files -------------------------------------------------------------------------------------------------
     def rel(self, path: Path | str) -> str:
@@ -613,7 +614,7 @@ class Pipeline:
     def run_distill(self, resume: bool) -> dict:
         d = self.out / "distill"
         if self.teacher is None or not resume:
-            self.teacher = choose_teacher(self.plan, self.args.allow_download, self.args.cache_dir)
+            self.teacher = self.chosen or choose_teacher(self.plan, self.args.allow_download, self.args.cache_dir)
             self.state["teacher"] = dataclasses.asdict(self.teacher)
             self.save_state()
         t = self.teacher
@@ -797,10 +798,9 @@ class Pipeline:
         runners = {"search": self.run_search, "derive": self.run_derive, "distill": self.run_distill,
                    "compress": self.run_compress, "evaluate": self.run_evaluate, "report": self.run_report}
         todo = [n for n in STAGES[start:stop + 1] if not self.done(n)]
-        # the teacher is chosen now as well (the distill stage chooses again) for the time-left estimate
-        teacher = choose_teacher(self.plan, self.args.allow_download, self.args.cache_dir) \
-            if "distill" in todo and self.cfg.eta_s.get("teacher") else None
-        eta = Eta(eta_hints(self.cfg.eta_s, teacher), todo)
+        if "distill" in todo and self.cfg.eta_s.get("teacher"):  # the time left depends on it
+            self.chosen = choose_teacher(self.plan, self.args.allow_download, self.args.cache_dir)
+        eta = Eta(eta_hints(self.cfg.eta_s, self.chosen), todo)
         columns = (TextColumn("{task.description}", markup=False), BarColumn(), TimeElapsedColumn(), EtaColumn(eta))
         t_all = time.perf_counter()
         with Progress(*columns, console=console, transient=True) as prog:

@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
+import sys
 from pathlib import Path
 
-
-def mean_psnr(row: dict) -> float:
-    return statistics.mean(s["psnr_y"] for s in row["sets"].values())
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tools"))
+from multirun import mean_psnr  # noqa: E402
 
 
 def main() -> int:
