@@ -37,14 +37,15 @@ def main() -> int:
             for d in sorted(a.baseline.glob("seed*")) if (d / "result.json").exists()}
     print("\nWith the first table's weights, 1,000 steps (mean PSNR-Y over Set5/Set14/B100; Δ against no KD, "
           "same seed):\n")
-    print("| method | terms | seed | Set5 | Set14 | B100 | mean | Δ vs no KD |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    print("| method | terms | seed | Set5 | Set14 | B100 | mean | Δ vs no KD | training (s) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
     for f in sorted(a.first.glob("*/seed*/result.json")):
         r = json.loads(f.read_text())
         seed = f.parent.name
         d = mean_psnr(r) - base[seed] if seed in base else float("nan")
         sets = " | ".join(f"{r['sets'][s]['psnr_y']:.2f}" for s in ("Set5", "Set14", "B100"))
-        print(f"| {r['method']} | {', '.join(r['terms'])} | {seed[4:]} | {sets} | {mean_psnr(r):.3f} | {d:+.3f} |")
+        print(f"| {r['method']} | {', '.join(r['terms'])} | {seed[4:]} | {sets} | {mean_psnr(r):.3f} | {d:+.3f} "
+              f"| {r['train_s']:.0f} |")
     return 0
 
 
